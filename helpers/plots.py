@@ -1,0 +1,103 @@
+"""Every figure of the book: one style, data in, figure out, never ``show()``.
+
+Each function takes data and an optional ``ax`` and returns the figure. Captions live in
+the notebooks' markdown, not in titles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+# Okabe-Ito: distinguishable under the common colour-vision deficiencies.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+def use_style() -> None:
+    """Apply the book's plot style (call once per notebook)."""
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 3.6),
+            "figure.dpi": 110,
+            "axes.prop_cycle": mpl.cycler(color=PALETTE),
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "font.size": 10,
+            "legend.frameon": False,
+        }
+    )
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] | None = None) -> tuple[Figure, Axes]:
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax  # type: ignore[return-value]
+
+
+def class_balance(summary: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Stacked bars of examples per class for each task and split.
+
+    Args:
+        summary: rows with columns ``task``, ``split`` and one count column per class.
+    """
+    fig, ax = _axes(ax, (7.0, 3.2))
+    counts = summary.set_index(["task", "split"]).drop(columns="n").fillna(0)
+    labels = [f"{task}\n{split}" for task, split in counts.index]
+    bottom = np.zeros(len(counts))
+    for i, column in enumerate(counts.columns):
+        values = counts[column].to_numpy(dtype=float)
+        if values.sum() == 0:
+            continue
+        ax.bar(labels, values, bottom=bottom, label=column, color=PALETTE[i % len(PALETTE)])
+        bottom += values
+    ax.set_ylabel("examples")
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def length_distribution(lengths: Mapping[str, Sequence[int]], ax: Axes | None = None) -> Figure:
+    """Box plot of text length in tokens per task."""
+    fig, ax = _axes(ax, (6.4, 3.0))
+    names = list(lengths)
+    ax.boxplot([list(lengths[n]) for n in names], showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+    ax.set_ylabel("text length (tokens)")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_bars(
+    table: pd.DataFrame, chance: Mapping[str, float] | None = None, ax: Axes | None = None
+) -> Figure:
+    """Grouped bars of accuracy (%) per task, one bar per column of ``table``.
+
+    Args:
+        table: index = task, columns = methods, values = accuracy in %.
+        chance: per task chance level in %, drawn as a short black line.
+    """
+    fig, ax = _axes(ax, (6.4, 3.2))
+    n_methods = len(table.columns)
+    width = 0.8 / n_methods
+    x = np.arange(len(table))
+    for i, column in enumerate(table.columns):
+        ax.bar(x + (i - (n_methods - 1) / 2) * width, table[column], width, label=column)
+    if chance:
+        for j, task in enumerate(table.index):
+            ax.hlines(chance[task], j - 0.45, j + 0.45, colors="black", linewidth=1)
+    ax.set_xticks(x, table.index, fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

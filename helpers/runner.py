@@ -1,0 +1,181 @@
+"""Execute the chapters with papermill under a profile, stage them, and build the book.
+
+A profile is a set of parameter overrides: ``embedded`` (none, the notebooks' own
+defaults), or ``params/<profile>.yaml`` (``ci``, ``paper``). Each key of a profile is
+injected into every notebook whose ``parameters`` cell declares it; there is no
+``if ci:`` branch anywhere (`design.md` §2). Executed copies are staged with the book's
+pages in ``_build/stage`` and rendered by Jupyter Book with execution off and warnings as
+errors (`design.md` §3).
+
+Command line::
+
+    python -m helpers.runner book --profile embedded     # execute, stage, build
+    python -m helpers.runner execute --profile ci        # execute only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES = ("embedded", "ci", "paper")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ProfileError(ValueError):
+    """A profile is unknown, or sets a parameter that no notebook declares."""
+
+
+def notebooks(root: Path = ROOT) -> list[Path]:
+    """Return the chapter notebooks in book order."""
+    return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def load_profile(profile: str, root: Path = ROOT) -> dict[str, Any]:
+    """Return a profile's parameter overrides (``embedded`` has none)."""
+    if profile not in PROFILES:
+        raise ProfileError(f"unknown profile {profile!r}; use one of {PROFILES}")
+    if profile == "embedded":
+        return {}
+    overrides = yaml.safe_load((root / "params" / f"{profile}.yaml").read_text()) or {}
+    if not isinstance(overrides, dict):
+        raise ProfileError(f"params/{profile}.yaml must be a mapping of parameter: value")
+    return overrides
+
+
+def declared_parameters(notebook: Path) -> dict[str, Any]:
+    """Return the parameters a notebook's ``parameters`` cell declares, by name."""
+    import papermill
+
+    return dict(papermill.inspect_notebook(str(notebook)))
+
+
+def parameters_for(notebook: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Keep the overrides that this notebook declares."""
+    declared = declared_parameters(notebook)
+    return {key: value for key, value in overrides.items() if key in declared}
+
+
+def check_profile(profile: str, root: Path = ROOT) -> None:
+    """Raise `ProfileError` if the profile sets a key that no notebook declares."""
+    overrides = load_profile(profile, root)
+    declared: set[str] = set()
+    for notebook in notebooks(root):
+        declared |= set(declared_parameters(notebook))
+    unknown = sorted(set(overrides) - declared)
+    if unknown:
+        raise ProfileError(f"profile {profile!r} sets undeclared parameters {unknown}")
+
+
+def execute(
+    profile: str, out: Path, root: Path = ROOT, only: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Execute every chapter (or those whose name starts with one of ``only``) in order.
+
+    Returns:
+        one status row per notebook: name, seconds, parameters injected.
+    """
+    import papermill
+
+    check_profile(profile, root)
+    overrides = load_profile(profile, root)
+    out.mkdir(parents=True, exist_ok=True)
+    status = []
+    for notebook in notebooks(root):
+        if only and not any(notebook.stem.startswith(prefix) for prefix in only):
+            continue
+        parameters = parameters_for(notebook, overrides)
+        start = time.perf_counter()
+        papermill.execute_notebook(
+            str(notebook),
+            str(out / notebook.name),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(notebook.parent),
+            progress_bar=False,
+            log_output=False,
+        )
+        seconds = time.perf_counter() - start
+        print(f"executed {notebook.name} [{profile}] in {seconds:.0f} s", flush=True)
+        status.append(
+            {"notebook": notebook.stem, "seconds": round(seconds, 1), "parameters": parameters}
+        )
+    return status
+
+
+def run_status(profile: str, rows: list[dict[str, Any]], root: Path = ROOT) -> dict[str, Any]:
+    """Describe a run: profile, machine, package versions, git commit, notebook timings."""
+    from helpers.store import versions
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "profile": profile,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {platform.system()}",
+        "versions": versions(),
+        "commit": commit or "unknown",
+        "notebooks": rows,
+    }
+
+
+def stage(executed: Path, staged: Path, root: Path = ROOT) -> None:
+    """Lay out the book's sources with the executed notebooks in place of the sources."""
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, staged / name)
+    shutil.copytree(root / "book", staged / "book")
+    (staged / "notebooks").mkdir()
+    for notebook in notebooks(root):
+        source = executed / notebook.name
+        if not source.exists():
+            raise FileNotFoundError(f"{notebook.name} was not executed into {executed}")
+        shutil.copy2(source, staged / "notebooks" / notebook.name)
+
+
+def build(staged: Path, output: Path) -> Path:
+    """Build the HTML book from a staged folder with warnings as errors; return index.html."""
+    command = [sys.executable, "-m", "jupyter_book", "build", str(staged)]
+    command += ["--path-output", str(output), "--warningiserror", "--nitpick", "--keep-going"]
+    subprocess.run(command, check=True)
+    return output / "_build" / "html" / "index.html"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``execute`` or ``book`` under a profile."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("execute", "book"))
+    parser.add_argument("--profile", default="embedded", choices=PROFILES)
+    parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
+    parser.add_argument("--out", default=str(ROOT), help="the book goes to OUT/_build/html")
+    args = parser.parse_args(argv)
+    build_dir = Path(args.out) / "_build"
+    executed = build_dir / "executed"
+    start = time.perf_counter()
+    rows = execute(args.profile, executed, ROOT, args.only)
+    status = run_status(args.profile, rows)
+    (build_dir / "run_status.json").write_text(json.dumps(status, indent=1))
+    if args.action == "book":
+        stage(executed, build_dir / "stage")
+        print(f"book built: {build(build_dir / 'stage', Path(args.out))}")
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Task registry, splits, binary subtasks and verbalizers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from helpers import data, models
+
+
+def _pools(labels: list[int], names=("negative", "positive")) -> data.Pools:
+    texts = [f"text {i}" for i in range(len(labels))]
+    return {"all": data._dataset(texts, labels, names)}
+
+
+def test_stable_seed_is_sha256_not_python_hash() -> None:
+    expected = int.from_bytes(hashlib.sha256(b"splits|rt|13").digest()[:8], "little") >> 1
+    assert data.stable_seed("splits", "rt", 13) == expected
+
+
+def test_split_indices_are_balanced_capped_and_disjoint() -> None:
+    labels = [0] * 300 + [1] * 700
+    chosen = data.split_indices(_pools(labels), data.SplitSizes(100, 40, 60), seed=1)
+    rows = {split: rows for split, (_, rows) in chosen.items()}
+    assert [len(rows[s]) for s in data.SPLITS] == [100, 40, 60]
+    for split in data.SPLITS:
+        counts = np.bincount(np.asarray(labels)[rows[split]])
+        assert counts[0] == counts[1]
+    assert not set(rows["train"]) & set(rows["dev"])
+    assert not set(rows["train"]) & set(rows["test"])
+    assert not set(rows["dev"]) & set(rows["test"])
+
+
+def test_unbalanced_split_keeps_class_proportions_available() -> None:
+    labels = [0] * 300 + [1] * 700
+    chosen = data.split_indices(_pools(labels), data.SplitSizes(None, None, None), 1, balance=False)
+    assert sum(len(rows) for _, rows in chosen.values()) == 1000
+
+
+def test_official_splits_keep_test_and_cut_dev_from_train() -> None:
+    pools = {
+        "train": data._dataset(
+            [f"t{i}" for i in range(100)], [i % 2 for i in range(100)], ("a", "b")
+        ),
+        "test": data._dataset([f"s{i}" for i in range(30)], [i % 2 for i in range(30)], ("a", "b")),
+    }
+    chosen = data.split_indices(pools, data.SplitSizes(None, None, None), seed=3)
+    assert chosen["test"][0] == "test" and sorted(chosen["test"][1]) == list(range(30))
+    assert chosen["dev"][0] == "train" and len(chosen["dev"][1]) == 20
+    assert len(chosen["train"][1]) == 80
+
+
+SPLIT_SCRIPT = """
+import json, sys
+from helpers import data
+data.register_file_task("mine", sys.argv[1])
+task = data.load_task("mine", data.SplitSizes(8, 4, 4), seed=5)
+print(json.dumps({s: list(task.split(s)["text"]) for s in data.SPLITS}))
+"""
+
+
+def test_splits_are_identical_in_two_processes(tiny_csv: Path) -> None:
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", SPLIT_SCRIPT, str(tiny_csv)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in (1, 2)
+    ]
+    assert outputs[0] == outputs[1]
+    assert len(json.loads(outputs[0])["train"]) == 8
+
+
+def test_splits_are_persisted_and_reused(tiny_csv: Path, store) -> None:
+    data.register_file_task("mine", tiny_csv)
+    first = data.load_task("mine", data.SplitSizes(8, 4, 4), seed=5, store=store)
+    saved = store.load("splits", first.key).json("indices")
+    assert saved["train"]["rows"] and saved["train"]["pool"] == "all"
+    second = data.load_task("mine", data.SplitSizes(8, 4, 4), seed=5, store=store)
+    assert second.key == first.key and second.train["text"] == first.train["text"]
+    other = data.load_task("mine", data.SplitSizes(8, 4, 4), seed=6, store=store)
+    assert other.key != first.key
+
+
+def test_file_task_structure(tiny_csv: Path) -> None:
+    spec = data.register_file_task("mine", tiny_csv)
+    assert spec.label_names == ("negative", "positive")
+    task = data.load_task("mine", data.SplitSizes(8, 4, 4))
+    assert task.train.column_names == ["text", "text_pair", "label"]
+    assert task.label_names == ["negative", "positive"]
+    assert task.train[0]["text_pair"] is None
+    assert {row["split"]: row["n"] for row in task.summary()} == {"train": 8, "dev": 4, "test": 4}
+
+
+def test_file_task_bad_input(tmp_path: Path, tiny_csv: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.register_file_task("x", tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="no column 'sentence'"):
+        data.register_file_task("x", tiny_csv, text_column="sentence")
+
+
+def test_unknown_task_names_the_known_ones() -> None:
+    with pytest.raises(data.UnknownTaskError, match="unknown task 'sst3'.*rotten_tomatoes"):
+        data.load_task("sst3")
+
+
+def test_empty_and_one_class_splits_are_errors(tmp_path: Path) -> None:
+    one_class = tmp_path / "one.csv"
+    one_class.write_text("text,label\n" + "".join(f"t{i},good\n" for i in range(20)))
+    data.register_file_task("one", one_class)
+    with pytest.raises(data.SplitError, match="empty|single class"):
+        data.load_task("one", data.SplitSizes(8, 4, 4))
+    with pytest.raises(data.SplitError, match="the train split holds a single class"):
+        data.load_task("one", data.SplitSizes(8, 4, 4), balance=False)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\nonly one,good\nanother,bad\n")
+    data.register_file_task("tiny", empty)
+    with pytest.raises(data.SplitError, match="empty"):
+        data.load_task("tiny", data.SplitSizes(8, 4, 4))
+
+
+def test_binary_subtasks_follow_the_official_mapping_and_are_balanced() -> None:
+    names = ("negative", "neutral", "positive")
+    labels = [0] * 10 + [1] * 30 + [2] * 6
+    split = data._dataset([f"t{i}" for i in range(46)], labels, names)
+    pn = data.binary_subtask(split, "pn")
+    assert pn.features["label"].names == ["negative", "positive"]
+    assert np.bincount(pn["label"]).tolist() == [6, 6]
+    by_text = dict(zip(split["text"], split["label"], strict=True))
+    assert all((by_text[t] == 2) == (y == 1) for t, y in zip(pn["text"], pn["label"], strict=True))
+    neu = data.binary_subtask(split, "neu")
+    assert neu.features["label"].names == ["non-neutral", "neutral"]
+    assert np.bincount(neu["label"]).tolist() == [16, 16]
+    assert all(
+        (by_text[t] == 1) == (y == 1) for t, y in zip(neu["text"], neu["label"], strict=True)
+    )
+    with pytest.raises(ValueError, match="3 classes"):
+        data.binary_subtask(pn, "pn")
+
+
+def test_verbalizer_words_must_be_single_distinct_tokens() -> None:
+    tokenizer = models.tiny_tokenizer("decoder")
+    ids = data.verbalizer_ids(tokenizer, ["negative", "positive"])
+    assert tokenizer.convert_ids_to_tokens(ids) == ["negative", "positive"]
+    with pytest.raises(data.LabelWordError, match="'very good' is 2 tokens"):
+        data.verbalizer_ids(tokenizer, ["bad", "very good"])
+    with pytest.raises(data.LabelWordError, match="distinct"):
+        data.verbalizer_ids(tokenizer, ["good", "good"])
+
+
+def test_label_words_shared_and_natural() -> None:
+    snli = data.task_spec("snli")
+    assert snli.label_words() == ("negative", "neutral", "positive")
+    assert snli.label_words("natural") == ("yes", "maybe", "no")
+    assert data.task_spec("bbc").label_words() == ("negative", "positive")
+    assert snli.has_pair and not data.task_spec("bbc").has_pair
+
+
+def test_hub_loader_converts_and_filters(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    def fake_load_dataset(path, name=None, split=None):
+        assert (path, name) == ("ag_news", None)
+        return Dataset.from_dict({"text": ["w", "s", "b", "t", "b2"], "label": [0, 1, 2, 3, 2]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    pools = data.task_spec("agnews").loader()
+    assert set(pools) == {"train", "test"}
+    assert pools["train"]["text"] == ["s", "b", "b2"]
+    assert pools["train"]["label"] == [1, 0, 0]
+    assert pools["train"].features["label"].names == ["business", "sports"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", data.EMBEDDED_TASKS)
+def test_embedded_tasks_load_real_data(name: str, store) -> None:
+    task = data.load_task(name, data.SplitSizes(60, 30, 30), store=store)
+    assert task.label_names == list(task.spec.label_names)
+    for split in data.SPLITS:
+        counts = np.bincount(task.split(split)["label"])
+        assert len(counts) == task.spec.n_classes and counts.min() == counts.max()
+        assert all(len(text) > 0 for text in task.split(split)["text"])
+    assert all(pair is not None for pair in task.train["text_pair"]) == task.spec.has_pair

@@ -1,0 +1,113 @@
+"""Architecture registry, backbone loading and the neuron site."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.activations import ACT2FN
+
+from helpers import activations, models
+
+
+def _reference_neurons(backbone: models.Backbone, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """Compute a layer's neurons by hand from the FFN weights (`design.md` §5)."""
+    block = backbone.layers()[layer]
+    config = backbone.model.config
+    family = config.model_type
+    if family in ("roberta", "bert"):
+        dense = block.intermediate.dense
+        return ACT2FN[config.hidden_act](F.linear(x, dense.weight, dense.bias))
+    if family == "gpt2":
+        c_fc = block.mlp.c_fc  # Conv1D: weight is [in, out]
+        return ACT2FN[config.activation_function](x @ c_fc.weight + c_fc.bias)
+    mlp = block.mlp
+    return ACT2FN[config.hidden_act](F.linear(x, mlp.gate_proj.weight)) * F.linear(
+        x, mlp.up_proj.weight
+    )
+
+
+def _ffn_input_module(backbone: models.Backbone, layer: int) -> torch.nn.Module:
+    block = backbone.layers()[layer]
+    return block.intermediate if backbone.kind == "encoder" else block.mlp
+
+
+def test_captured_neurons_equal_hand_computed_ffn_hidden_layer(tiny: models.Backbone) -> None:
+    encoded = tiny.tokenizer(
+        ["a good movie", "the worst film ever"], padding=True, return_tensors="pt"
+    )
+    inputs: dict[int, torch.Tensor] = {}
+    handles = [
+        _ffn_input_module(tiny, i).register_forward_pre_hook(
+            lambda _m, args, i=i: inputs.__setitem__(i, args[0].detach())
+        )
+        for i in range(tiny.n_layers)
+    ]
+    received: dict[int, torch.Tensor] = {}
+    handles += [
+        site.register_forward_pre_hook(
+            lambda _m, args, i=i: received.__setitem__(i, args[0].detach())
+        )
+        for i, site in enumerate(tiny.neuron_sites())
+    ]
+    with activations.record_neurons(tiny) as recorded:
+        tiny.model(**encoded)
+    for handle in handles:
+        handle.remove()
+    assert sorted(recorded) == list(range(tiny.n_layers))
+    for layer in range(tiny.n_layers):
+        assert recorded[layer].shape == (2, encoded["input_ids"].shape[1], tiny.ffn_width)
+        expected = _reference_neurons(tiny, layer, inputs[layer])
+        torch.testing.assert_close(recorded[layer], expected, rtol=1e-5, atol=1e-6)
+        assert torch.equal(recorded[layer], received[layer])
+
+
+def test_no_hook_left_behind_even_on_error(tiny: models.Backbone) -> None:
+    before = activations.hook_count(tiny.model)
+    encoded = tiny.tokenizer(["a good movie"], return_tensors="pt")
+    reference = tiny.model(**encoded).logits
+    with pytest.raises(RuntimeError), activations.record_neurons(tiny, layers=[0]):
+        assert activations.hook_count(tiny.model) == before + 1
+        raise RuntimeError("boom")
+    assert activations.hook_count(tiny.model) == before
+    torch.testing.assert_close(tiny.model(**encoded).logits, reference)
+
+
+def test_dimensions_come_from_the_model(tiny: models.Backbone) -> None:
+    assert tiny.n_layers == 2
+    assert tiny.ffn_width == 48
+    assert tiny.n_neurons == 96
+    assert all(not p.requires_grad for p in tiny.model.parameters())
+    assert tiny.describe()["neurons"] == 96
+    assert len(tiny.ffn_inputs(0)) == (2 if tiny.arch.ffn_in[0].endswith("gate_proj") else 1)
+
+
+def test_load_backbone_from_local_folder(tmp_path) -> None:
+    tiny = models.tiny_backbone("gpt2")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    loaded = models.load_backbone(str(tmp_path))
+    assert loaded.kind == "decoder" and loaded.ffn_width == 48
+    encoded = tiny.tokenizer(["a good movie"], return_tensors="pt")
+    torch.testing.assert_close(loaded.model(**encoded).logits, tiny.model(**encoded).logits)
+
+
+def test_unknown_model_is_a_clear_error() -> None:
+    with pytest.raises(models.UnknownModelError, match="unknown model 'no-such-model'"):
+        models.load_backbone("no-such-model")
+    with pytest.raises(models.UnknownModelError, match="nobody/nothing"):
+        models.load_backbone("nobody/nothing")
+
+
+def test_unknown_architecture_is_a_clear_error() -> None:
+    with pytest.raises(models.UnknownArchitectureError, match="t5"):
+        models.architecture("t5")
+
+
+@pytest.mark.slow
+def test_embedded_backbone_is_smollm2() -> None:
+    backbone = models.load_backbone("smollm2-135m")
+    summary = backbone.describe()
+    assert summary["class"] == "LlamaForCausalLM"
+    assert (summary["layers"], summary["ffn_width"], summary["neurons"]) == (30, 1536, 46080)
+    assert summary["vocabulary"] == 49152
