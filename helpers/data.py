@@ -534,6 +534,12 @@ class SplitSizes:
     dev: int | None = 500
     test: int | None = 500
 
+    def __post_init__(self) -> None:
+        for split in SPLITS:
+            cap = getattr(self, split)
+            if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 2):
+                raise ValueError(f"{split} size must be an integer >= 2 or None, got {cap!r}")
+
     def cap(self, split: str) -> int | None:
         """Return the cap of one split."""
         return getattr(self, split)
@@ -695,6 +701,29 @@ def load_task(
     for split, data in splits.items():
         _check_split(name, split, data)
     return TaskData(spec, splits["train"], splits["dev"], splits["test"], key)
+
+
+def token_lengths(split: Dataset, tokenizer: Any) -> list[int]:
+    """Return each example's length in tokens (text and pair together, no special tokens)."""
+    texts = [f"{t} {p}" if p else t for t, p in zip(split["text"], split["text_pair"], strict=True)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def examples(tasks: Sequence[TaskData], n: int = 2, width: int = 120) -> list[dict[str, str]]:
+    """Return the first ``n`` training examples of each task, texts cut to ``width`` characters."""
+    rows = []
+    for task in tasks:
+        for row in task.train.select(range(min(n, len(task.train)))):
+            pair = row["text_pair"]
+            rows.append(
+                {
+                    "task": task.spec.name,
+                    "label": task.label_names[row["label"]],
+                    "text": row["text"][:width],
+                    "text_pair": pair[:width] if pair else "",
+                }
+            )
+    return rows
 
 
 def binary_subtask(data: Dataset, kind: Subtask, seed: int = 0) -> Dataset:

@@ -43,25 +43,27 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] | None = None) -> tuple[
     return ax.figure, ax  # type: ignore[return-value]
 
 
-def class_balance(summary: pd.DataFrame, ax: Axes | None = None) -> Figure:
-    """Stacked bars of examples per class for each task and split.
+def class_balance(summary: pd.DataFrame) -> Figure:
+    """One panel per task: examples per split, stacked by class.
 
     Args:
-        summary: rows with columns ``task``, ``split`` and one count column per class.
+        summary: rows with columns ``task``, ``split``, ``n`` and one count column per
+            class (classes a task lacks are 0 or NaN).
     """
-    fig, ax = _axes(ax, (7.0, 3.2))
-    counts = summary.set_index(["task", "split"]).drop(columns="n").fillna(0)
-    labels = [f"{task}\n{split}" for task, split in counts.index]
-    bottom = np.zeros(len(counts))
-    for i, column in enumerate(counts.columns):
-        values = counts[column].to_numpy(dtype=float)
-        if values.sum() == 0:
-            continue
-        ax.bar(labels, values, bottom=bottom, label=column, color=PALETTE[i % len(PALETTE)])
-        bottom += values
-    ax.set_ylabel("examples")
-    ax.tick_params(axis="x", labelsize=7)
-    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    tasks = list(dict.fromkeys(summary["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.0 * len(tasks), 3.0), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, task in zip(axes, tasks, strict=True):
+        rows = summary[summary["task"] == task].set_index("split").drop(columns=["task", "n"])
+        rows = rows.fillna(0).loc[:, lambda frame: frame.sum() > 0]
+        bottom = np.zeros(len(rows))
+        for i, column in enumerate(rows.columns):
+            values = rows[column].to_numpy(dtype=float)
+            ax.bar(rows.index, values, bottom=bottom, label=column, color=PALETTE[i])
+            bottom += values
+        ax.set_xlabel(task, fontsize=9)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1)
+    axes[0].set_ylabel("examples")
     fig.tight_layout()
     return fig
 
@@ -98,6 +100,6 @@ def accuracy_bars(
     ax.set_xticks(x, table.index, fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=n_methods)
     fig.tight_layout()
     return fig

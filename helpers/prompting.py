@@ -19,7 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from helpers.data import verbalizer_ids
+from helpers.data import TaskData, verbalizer_ids
 from helpers.models import Backbone
 
 
@@ -135,3 +135,39 @@ def zero_shot(
         labels.append(y.numpy())
         predictions.append(logits.argmax(dim=1).numpy())
     return Evaluation(np.concatenate(labels), np.concatenate(predictions))
+
+
+def zero_shot_table(
+    backbone: Backbone,
+    tasks: Sequence[TaskData],
+    split: str = "test",
+    batch_size: int = 32,
+    max_text_tokens: int = 128,
+) -> list[dict[str, object]]:
+    """Zero-shot accuracy of each task's hard prompt, with shared and natural label words.
+
+    The shared words (negative/positive/neutral) are the paper's verbalizer for every task;
+    natural words name the classes and are evaluated where they differ.
+    """
+    rows = []
+    for task in tasks:
+        styles = ["shared"] + (
+            ["natural"] if task.spec.label_words("natural") != task.spec.label_words() else []
+        )
+        for style in styles:
+            words = task.spec.label_words(style)  # type: ignore[arg-type]
+            result = zero_shot(
+                backbone, task.split(split), task.spec.template, words, batch_size, max_text_tokens
+            )
+            rows.append(
+                {
+                    "task": task.spec.name,
+                    "words": style,
+                    "label_words": "/".join(words),
+                    "n": len(result.labels),
+                    "accuracy": 100 * result.accuracy,
+                    "balanced_accuracy": 100 * result.balanced_accuracy,
+                    "chance": 100 / task.spec.n_classes,
+                }
+            )
+    return rows

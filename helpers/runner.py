@@ -151,7 +151,7 @@ def stage(executed: Path, staged: Path, root: Path = ROOT) -> None:
 
 def build(staged: Path, output: Path) -> Path:
     """Build the HTML book from a staged folder with warnings as errors; return index.html."""
-    command = [sys.executable, "-m", "jupyter_book", "build", str(staged)]
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(staged)]
     command += ["--path-output", str(output), "--warningiserror", "--nitpick", "--keep-going"]
     subprocess.run(command, check=True)
     return output / "_build" / "html" / "index.html"

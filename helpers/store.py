@@ -181,6 +181,19 @@ class ArtefactStore:
             shutil.rmtree(tmp, ignore_errors=True)
         return self.load(stage, key)
 
+    def write_results(self, chapter: str, results: Mapping[str, Any]) -> Path:
+        """Write a chapter's headline numbers to ``results/<chapter>.json`` atomically.
+
+        The reproduction ledger reads these files; no number is typed into the book.
+        """
+        folder = self.root / "results"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{chapter}.json"
+        tmp = folder / f".tmp-{chapter}.json"
+        tmp.write_text(json.dumps(dict(results), indent=1, default=str))
+        os.replace(tmp, final)
+        return final
+
     def cached(
         self,
         stage: str,

@@ -66,3 +66,12 @@ def test_truncate_keeps_the_first_tokens() -> None:
     tokenizer = models.tiny_tokenizer("decoder")
     assert prompting.truncate(tokenizer, "a good movie and a bad plot", 3) == "a good movie"
     assert prompting.truncate(tokenizer, "a good movie", 10) == "a good movie"
+
+
+@pytest.mark.slow
+def test_embedded_backbone_zero_shot_beats_chance_on_sentiment(store) -> None:
+    backbone = models.load_backbone("smollm2-135m")
+    task = data.load_task("rotten_tomatoes", data.SplitSizes(10, 10, 64), store=store)
+    rows = prompting.zero_shot_table(backbone, [task], "test", 32, 64)
+    assert rows[0]["label_words"] == "negative/positive"
+    assert rows[0]["accuracy"] > 55.0

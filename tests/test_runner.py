@@ -1,0 +1,84 @@
+"""Profiles, notebook hygiene, and (marked `notebooks`) executing the chapters and the book."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers import runner
+
+NOTEBOOKS = runner.notebooks()
+
+
+def test_there_are_chapters() -> None:
+    assert [nb.stem[:2] for nb in NOTEBOOKS][:1] == ["00"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_without_outputs(notebook: Path) -> None:
+    cells = nbformat.read(notebook, as_version=4).cells
+    code = [cell for cell in cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_one_parameters_cell_of_literals(notebook: Path) -> None:
+    cells = nbformat.read(notebook, as_version=4).cells
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    for line in tagged[0].source.splitlines():
+        assert " = " in line and "(" not in line.split("#")[0], line
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_avoids_what_house_style_forbids(notebook: Path) -> None:
+    cells = nbformat.read(notebook, as_version=4).cells
+    source = "\n".join(c.source for c in cells if c.cell_type == "code")
+    for forbidden in ("!pip", "%cd", "sys.path", "import *"):
+        assert forbidden not in source, forbidden
+    assert not re.search(r"^\s*(def|class)\s", source, re.MULTILINE), "logic belongs in helpers"
+
+
+@pytest.mark.parametrize("profile", ["ci", "paper"])
+def test_profile_keys_are_declared_by_the_notebooks(profile: str) -> None:
+    runner.check_profile(profile)
+    assert runner.load_profile(profile)
+
+
+def test_unknown_profile_and_undeclared_key(tmp_path: Path) -> None:
+    with pytest.raises(runner.ProfileError, match="unknown profile 'fast'"):
+        runner.load_profile("fast")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "ci.yaml").write_text("not_a_parameter: 1\n")
+    (tmp_path / "notebooks").mkdir()
+    for notebook in NOTEBOOKS:
+        (tmp_path / "notebooks" / notebook.name).write_text(notebook.read_text())
+    with pytest.raises(runner.ProfileError, match="not_a_parameter"):
+        runner.check_profile("ci", tmp_path)
+
+
+def test_embedded_profile_injects_nothing() -> None:
+    assert runner.load_profile("embedded") == {}
+    assert runner.parameters_for(NOTEBOOKS[0], {"test_size": 10, "nope": 1}) == {"test_size": 10}
+
+
+@pytest.mark.slow
+@pytest.mark.notebooks
+def test_chapters_execute_and_the_book_builds_in_the_ci_profile(tmp_path: Path) -> None:
+    executed = tmp_path / "_build" / "executed"
+    rows = runner.execute("ci", executed)
+    assert [row["notebook"] for row in rows] == [nb.stem for nb in NOTEBOOKS]
+    for notebook in NOTEBOOKS:
+        cells = nbformat.read(executed / notebook.name, as_version=4).cells
+        outputs = [o for c in cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        assert any("image/png" in o.get("data", {}) for o in outputs)
+    runner.stage(executed, tmp_path / "_build" / "stage")
+    index = runner.build(tmp_path / "_build" / "stage", tmp_path)
+    assert index.exists()
+    chapter = tmp_path / "_build" / "html" / "notebooks" / "00_data_and_models.html"
+    assert "<img" in chapter.read_text()
