@@ -279,7 +279,12 @@ def tiny_backbone(model_type: str, seed: int = 0) -> Backbone:
     kind = architecture(model_type).kind
     tokenizer = tiny_tokenizer(kind)
     vocab = len(tokenizer)
-    common = {"vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id}
+    common = {
+        "vocab_size": vocab,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
     torch.manual_seed(seed)
     if model_type in ("roberta", "bert"):
         config_class = RobertaConfig if model_type == "roberta" else BertConfig

@@ -1,7 +1,7 @@
 """Prompts and the verbalizer: classify by the label words' logits at the prediction position.
 
-This module starts with hard (text) prompts for zero-shot accuracy (chapter 00); soft
-prompts build on the same prediction code (chapter 01). The LM/MLM head runs only at the
+Hard (text) prompts give zero-shot accuracy (chapter 00); soft prompts, trained on a
+frozen backbone, build on the same prediction code (chapter 01). The LM/MLM head runs only at the
 prediction position, never over the whole sequence.
 
 Paper: §2.1, eq. 1 (the label word's likelihood at the prediction position).
@@ -9,18 +9,21 @@ Paper: §2.1, eq. 1 (the label word's likelihood at the prediction position).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
 from datasets import Dataset
 from jaxtyping import Float, Int
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers.data import TaskData, verbalizer_ids
+from helpers.data import TaskData, stable_seed, verbalizer_ids
 from helpers.models import Backbone
+from helpers.store import Artefact, ArtefactStore
+from transformers import DynamicCache
 
 
 @dataclass(frozen=True)
@@ -170,4 +173,504 @@ def zero_shot_table(
                     "chance": 100 / task.spec.n_classes,
                 }
             )
+    return rows
+
+
+# ----------------------------------------------------------------------------------
+# Soft prompts (chapter 01).
+
+Init = Literal["normal", "vocab"]
+
+
+class PromptError(ValueError):
+    """A prompt does not fit the backbone, or a saved prompt belongs to another setup."""
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How a soft prompt is laid out and read; saved with every trained prompt.
+
+    Attributes:
+        length: trainable soft vectors. The encoder layout adds the frozen ``[MASK]``
+            before them (the paper's l = 127 soft tokens is ``length=127``).
+        init: ``normal`` (N(0, init_std²), the paper's) or ``vocab`` (embeddings of
+            tokens drawn uniformly from the vocabulary).
+        init_std: standard deviation of the ``normal`` initialisation (paper: 0.03).
+        label_words: one per class, each a single token.
+        template: decoder only: words after the soft prompt, before the label word.
+        separator: decoder only: joins a text pair (encoders use the tokenizer's own
+            pair encoding; the official code concatenated pairs with nothing between).
+        max_text_tokens: each text (and text pair) is cut to this many tokens.
+    """
+
+    length: int = 16
+    init: Init = "vocab"
+    init_std: float = 0.03
+    label_words: tuple[str, ...] = ("negative", "positive")
+    template: str = ""
+    separator: str = "\n"
+    max_text_tokens: int = 96
+
+    def __post_init__(self) -> None:
+        if self.length < 1:
+            raise PromptError(f"prompt length must be >= 1, got {self.length}")
+        if self.init not in ("normal", "vocab"):
+            raise PromptError(f"init must be 'normal' or 'vocab', got {self.init!r}")
+        if self.max_text_tokens < 1:
+            raise PromptError(f"max_text_tokens must be >= 1, got {self.max_text_tokens}")
+
+
+@dataclass
+class PromptBatch:
+    """A batch of texts, tokenised, waiting to be laid out around the current prompt.
+
+    Attributes:
+        input_ids: the text tokens, right-padded, ``[n, text]``: with the tokenizer's
+            special tokens for encoders, without for decoders.
+        attention_mask: 1 for real text tokens, ``[n, text]``.
+        labels: class indices, ``[n]``.
+    """
+
+    input_ids: Int[Tensor, "n text"]
+    attention_mask: Int[Tensor, "n text"]
+    labels: Int[Tensor, " n"]
+
+    @property
+    def lengths(self) -> Int[Tensor, " n"]:
+        """Real text tokens per example."""
+        return self.attention_mask.sum(dim=1)
+
+
+@dataclass
+class Layout:
+    """A batch laid out in full: embeddings with the prompt in place, and where to look.
+
+    Attributes:
+        embeds: input embeddings, soft prompt included, ``[n, seq, d]``.
+        attention_mask: 1 for real positions, ``[n, seq]``.
+        predict: the position whose head output is classified, ``[n]``.
+        prompt_positions: the positions at which neurons are scored, ``[n, prompt]``:
+            the ``[MASK]`` and soft tokens (encoder), or the soft and template tokens up
+            to the prediction position (decoder), as in `design.md` §6.
+    """
+
+    embeds: Float[Tensor, "n seq d"]
+    attention_mask: Int[Tensor, "n seq"]
+    predict: Int[Tensor, " n"]
+    prompt_positions: Int[Tensor, "n prompt"]
+
+
+class SoftPromptModel(nn.Module):
+    """A frozen backbone with a trainable soft prompt and a verbalizer.
+
+    Encoder (the paper's layout, eq. 1): ``[MASK] p1 … p_l <s> text </s>``, classified by
+    the MLM head at ``[MASK]``. Decoder: ``text p1 … p_l template``, classified by the
+    next-token logits at the last position, because a causal model's positions before
+    the text cannot see it (`design.md` §6). Only ``prompt`` has ``requires_grad``.
+
+    On a decoder the text comes first and never attends to the prompt, so its keys and
+    values do not depend on the prompt: with ``prefix_cache=True`` (the default) the text
+    runs once without gradients and only the prompt positions run with them, attending
+    to the cached text. Outputs equal the full layout's (a test checks this).
+
+    Paper: §2.1, eq. 1; App. B.
+    """
+
+    def __init__(
+        self, backbone: Backbone, config: PromptConfig, seed: int = 0, prefix_cache: bool = True
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+        self.prefix_cache = prefix_cache and backbone.kind == "decoder"
+        self.label_ids = verbalizer_ids(
+            backbone.tokenizer, config.label_words, leading_space=backbone.kind == "decoder"
+        )
+        embedding = backbone.model.get_input_embeddings()
+        generator = torch.Generator().manual_seed(seed)
+        d_model = embedding.weight.shape[1]
+        if config.init == "normal":
+            initial = torch.randn(config.length, d_model, generator=generator) * config.init_std
+        else:
+            ids = torch.randint(0, embedding.weight.shape[0], (config.length,), generator=generator)
+            initial = embedding.weight[ids].detach().clone()
+        self.prompt = nn.Parameter(initial.to(embedding.weight.dtype))
+        template = config.template if backbone.kind == "decoder" else ""
+        self.template_ids = (
+            backbone.tokenizer(template, add_special_tokens=False)["input_ids"] if template else []
+        )
+        longest = self.n_scored + 2 * config.max_text_tokens + 4
+        if longest > backbone.max_length:
+            raise PromptError(
+                f"a prompt of {self.n_scored} positions plus up to "
+                f"{2 * config.max_text_tokens} text tokens exceeds the model's maximum length "
+                f"{backbone.max_length}; shorten the prompt or max_text_tokens"
+            )
+
+    @property
+    def n_scored(self) -> int:
+        """Number of prompt positions at which neurons are scored."""
+        if self.backbone.kind == "encoder":
+            return 1 + self.config.length
+        return self.config.length + len(self.template_ids)
+
+    def encode(
+        self, texts: Sequence[str], pairs: Sequence[str | None], labels: Sequence[int]
+    ) -> PromptBatch:
+        """Tokenise a batch of texts (and pairs), each cut to ``max_text_tokens``."""
+        tokenizer, limit = self.backbone.tokenizer, self.config.max_text_tokens
+        if self.backbone.kind == "encoder":
+            cut = [truncate(tokenizer, t, limit) for t in texts]
+            cut_pairs = [truncate(tokenizer, p, limit) if p else None for p in pairs]
+            has_pairs = any(p is not None for p in cut_pairs)
+            encoded = tokenizer(
+                cut, cut_pairs if has_pairs else None, padding=True, return_tensors="pt"
+            )
+            return PromptBatch(
+                encoded["input_ids"], encoded["attention_mask"], torch.tensor(list(labels))
+            )
+        sep = tokenizer(self.config.separator, add_special_tokens=False)["input_ids"]
+        rows = []
+        for text, pair in zip(texts, pairs, strict=True):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
+            if pair:
+                ids = ids + sep + tokenizer(pair, add_special_tokens=False)["input_ids"][:limit]
+            rows.append(torch.tensor(ids, dtype=torch.long))
+        input_ids = nn.utils.rnn.pad_sequence(
+            rows, batch_first=True, padding_value=tokenizer.pad_token_id
+        )
+        lengths = torch.tensor([len(r) for r in rows])
+        attention = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
+        return PromptBatch(input_ids, attention, torch.tensor(list(labels)))
+
+    def _suffix(self) -> Float[Tensor, "prompt d"]:
+        """The decoder's prompt positions: soft vectors, then the template's embeddings."""
+        embedding = self.backbone.model.get_input_embeddings()
+        template = embedding(torch.tensor(self.template_ids, dtype=torch.long))
+        return torch.cat([self.prompt, template])
+
+    def layout(self, batch: PromptBatch) -> Layout:
+        """Lay out a batch in full, the prompt in place, as one sequence per example."""
+        embedding = self.backbone.model.get_input_embeddings()
+        n = len(batch.labels)
+        if self.backbone.kind == "encoder":
+            mask_vector = embedding.weight[self.backbone.tokenizer.mask_token_id].detach()
+            prefix = torch.cat([mask_vector[None], self.prompt]).expand(n, -1, -1)
+            embeds = torch.cat([prefix, embedding(batch.input_ids)], dim=1)
+            ones = torch.ones(n, prefix.shape[1], dtype=batch.attention_mask.dtype)
+            attention = torch.cat([ones, batch.attention_mask], dim=1)
+            positions = torch.arange(self.n_scored).expand(n, -1)
+            return Layout(embeds, attention, torch.zeros(n, dtype=torch.long), positions)
+        suffix, lengths = self._suffix(), batch.lengths
+        text = embedding(batch.input_ids)
+        pieces = [torch.cat([text[i, : lengths[i]], suffix]) for i in range(n)]
+        embeds = nn.utils.rnn.pad_sequence(pieces, batch_first=True)
+        sizes = lengths + len(suffix)
+        attention = (torch.arange(embeds.shape[1])[None] < sizes[:, None]).long()
+        positions = lengths[:, None] + torch.arange(self.n_scored)[None]
+        return Layout(embeds, attention, sizes - 1, positions)
+
+    def text_cache(self, batch: PromptBatch) -> DynamicCache:
+        """Run the text part of a decoder batch once, without gradients; return its cache."""
+        with torch.no_grad():
+            out = self.backbone.model.base_model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=True
+            )
+        return out.cache
+
+    def prompt_hidden(
+        self, batch: PromptBatch, cache: DynamicCache | None = None
+    ) -> Float[Tensor, "n prompt d"]:
+        """Return the final hidden states at the scored prompt positions.
+
+        Decoders with ``prefix_cache`` run only the prompt positions on top of the text's
+        cache (``cache`` if given, which is left as it was); otherwise the full layout runs.
+        """
+        if not self.prefix_cache:
+            layout = self.layout(batch)
+            hidden = self.backbone.model.base_model(
+                inputs_embeds=layout.embeds, attention_mask=layout.attention_mask
+            ).last_hidden_state
+            return hidden[torch.arange(len(batch.labels))[:, None], layout.prompt_positions]
+        cache = self.text_cache(batch) if cache is None else cache
+        n, k = len(batch.labels), self.n_scored
+        suffix = self._suffix().expand(n, -1, -1)
+        attention = torch.cat([batch.attention_mask, torch.ones(n, k, dtype=torch.long)], dim=1)
+        try:
+            hidden = self.backbone.model.base_model(
+                inputs_embeds=suffix,
+                attention_mask=attention,
+                position_ids=batch.lengths[:, None] + torch.arange(k)[None],
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state
+        finally:
+            # The forward appended the prompt's keys and values; drop them so the cache
+            # holds the text alone again and can be reused.
+            cache.crop(-k)
+        return hidden
+
+    def forward(
+        self, batch: PromptBatch, cache: DynamicCache | None = None
+    ) -> Float[Tensor, "n label"]:
+        """Return the label words' logits at the prediction position."""
+        hidden = self.prompt_hidden(batch, cache)
+        # The prediction position is the last scored one (decoder) or the [MASK] (encoder).
+        at = hidden[:, 0] if self.backbone.kind == "encoder" else hidden[:, -1]
+        return self.backbone.head()(at)[:, self.label_ids]
+
+    def batches(
+        self, data: Dataset, batch_size: int, order: np.ndarray | None = None
+    ) -> Iterator[PromptBatch]:
+        """Yield laid-out batches of a split, in ``order`` if given."""
+        indices = np.arange(len(data)) if order is None else order
+        for start in range(0, len(indices), batch_size):
+            rows = data.select(indices[start : start + batch_size].tolist())
+            yield self.encode(list(rows["text"]), list(rows["text_pair"]), list(rows["label"]))
+
+    @torch.no_grad()
+    def evaluate(self, data: Dataset, batch_size: int = 32, progress: bool = False) -> Evaluation:
+        """Classify a split with the current prompt."""
+        if len(data) == 0:
+            raise ValueError("cannot evaluate on an empty split")
+        labels, predictions = [], []
+        total = -(-len(data) // batch_size)
+        for batch in tqdm(self.batches(data, batch_size), total=total, disable=not progress):
+            predictions.append(self(batch).argmax(dim=1).numpy())
+            labels.append(batch.labels.numpy())
+        return Evaluation(np.concatenate(labels), np.concatenate(predictions))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of a soft prompt.
+
+    The paper's values (App. B; official code): Adam lr 1e-3, betas (0.9, 0.98), eps 1e-6,
+    batch 8, linear warm-up over 0.6% of the steps then linear decay, gradient clipping
+    at norm 1, dev evaluation every 2,000 steps, early stop after 6 evaluations without
+    improvement. The official code leaves the backbone's ``requires_grad`` on, so its
+    clipping norm includes the backbone's gradients; here only the prompt has gradients.
+
+    Attributes:
+        eval_every: steps between dev evaluations (and one at the end).
+        patience: evaluations without a better dev accuracy before stopping.
+        dev_size: dev examples used for these evaluations; None uses the whole split.
+        mode: ``train`` keeps dropout on, as the official code does; ``eval`` turns it off.
+    """
+
+    lr: float = 1e-2
+    batch_size: int = 8
+    max_steps: int = 100
+    eval_every: int = 25
+    patience: int = 3
+    warmup_fraction: float = 0.006
+    clip_norm: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    dev_size: int | None = None
+    eval_batch_size: int = 32
+    mode: Literal["train", "eval"] = "train"
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "batch_size", "max_steps", "eval_every", "patience"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainResult:
+    """A trained prompt, its best dev accuracy and the training curve."""
+
+    prompt: Float[Tensor, "prompt d"]
+    best_step: int
+    best_dev: float
+    history: list[dict[str, float]]
+
+
+def _schedule(config: TrainConfig) -> Callable[[int], float]:
+    warmup = max(1, int(np.ceil(config.warmup_fraction * config.max_steps)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (config.max_steps - step) / max(1, config.max_steps - warmup))
+
+    return factor
+
+
+def train_prompt(
+    model: SoftPromptModel,
+    train: Dataset,
+    dev: Dataset,
+    config: TrainConfig,
+    seed: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the soft prompt of ``model`` with early stopping; keep the best dev prompt.
+
+    Data order comes from ``seed`` (a trial differs in order and initialisation, §4.1).
+    On return ``model.prompt`` holds the best prompt.
+
+    Raises:
+        ValueError: an empty train or dev split.
+    """
+    if len(train) == 0 or len(dev) == 0:
+        raise ValueError(f"cannot train on an empty split (train {len(train)}, dev {len(dev)})")
+    frozen = [p for p in model.backbone.model.parameters() if p.requires_grad]
+    if frozen:
+        raise PromptError(
+            f"{len(frozen)} backbone parameters require grad; the backbone must be frozen"
+        )
+    eval_dev = dev if config.dev_size is None else dev.select(range(min(config.dev_size, len(dev))))
+    optimizer = torch.optim.Adam([model.prompt], lr=config.lr, betas=config.betas, eps=config.eps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+    rng = np.random.default_rng(seed)
+    best = (-1.0, 0, model.prompt.detach().clone())
+    history: list[dict[str, float]] = []
+    losses: list[float] = []
+    since_best, step = 0, 0
+    bar = tqdm(total=config.max_steps, disable=not progress, desc="prompt tuning", leave=False)
+    while step < config.max_steps and since_best < config.patience:
+        for batch in model.batches(train, config.batch_size, rng.permutation(len(train))):
+            model.backbone.model.train(config.mode == "train")
+            loss = nn.functional.cross_entropy(model(batch), batch.labels)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_([model.prompt], config.clip_norm)
+            optimizer.step()
+            scheduler.step()
+            model.backbone.model.eval()
+            losses.append(float(loss.detach()))
+            step += 1
+            bar.update()
+            if step % config.eval_every == 0 or step == config.max_steps:
+                accuracy = model.evaluate(eval_dev, config.eval_batch_size).accuracy
+                history.append(
+                    {"step": step, "loss": float(np.mean(losses)), "dev_accuracy": accuracy}
+                )
+                bar.set_postfix(loss=f"{np.mean(losses):.3f}", dev=f"{accuracy:.3f}")
+                losses = []
+                # A tie counts as an improvement, as in the official code.
+                if accuracy >= best[0]:
+                    best, since_best = (accuracy, step, model.prompt.detach().clone()), 0
+                else:
+                    since_best += 1
+            if step >= config.max_steps or since_best >= config.patience:
+                break
+    bar.close()
+    with torch.no_grad():
+        model.prompt.copy_(best[2])
+    return TrainResult(best[2], best[1], best[0], history)
+
+
+# ----------------------------------------------------------------------------------
+# Trials, saving and loading through the artefact store.
+
+
+def prompt_config_for(
+    task: TaskData, base: PromptConfig, words: Literal["shared", "natural"] = "shared"
+) -> PromptConfig:
+    """Return ``base`` with the task's label words."""
+    return replace(base, label_words=task.spec.label_words(words))
+
+
+def _trial_config(
+    backbone: Backbone, task: TaskData, prompt: PromptConfig, train: TrainConfig, seed: int
+) -> dict[str, object]:
+    return {
+        "backbone": backbone.name,
+        "d_model": backbone.model.get_input_embeddings().weight.shape[1],
+        "task": task.spec.name,
+        "layout": backbone.kind,
+        "prompt": asdict(prompt),
+        "train": asdict(train),
+        "seed": seed,
+    }
+
+
+def run_trial(
+    backbone: Backbone,
+    task: TaskData,
+    prompt: PromptConfig,
+    train: TrainConfig,
+    seed: int,
+    store: ArtefactStore,
+    progress: bool = True,
+) -> Artefact:
+    """Train one trial's prompt and score it on test, or load it if already stored.
+
+    The artefact (stage ``prompts``) holds ``tensors.safetensors`` with the prompt and
+    ``config.json``, ``history.json`` and ``metrics.json``.
+    """
+    config = _trial_config(backbone, task, prompt, train, seed)
+
+    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+        trial_seed = stable_seed("trial", task.spec.name, seed)
+        model = SoftPromptModel(backbone, prompt, seed=trial_seed)
+        result = train_prompt(model, task.train, task.dev, train, trial_seed, progress)
+        test = model.evaluate(task.test, train.eval_batch_size)
+        metrics = {
+            "best_step": result.best_step,
+            "dev_accuracy": result.best_dev,
+            "test_accuracy": test.accuracy,
+            "test_balanced_accuracy": test.balanced_accuracy,
+        }
+        return {"prompt": result.prompt}, {
+            "config": config,
+            "history": result.history,
+            "metrics": metrics,
+        }
+
+    return store.cached("prompts", config, compute, upstream=[task.key])
+
+
+def run_trials(
+    backbone: Backbone,
+    task: TaskData,
+    prompt: PromptConfig,
+    train: TrainConfig,
+    seeds: Sequence[int],
+    store: ArtefactStore,
+    progress: bool = True,
+) -> list[Artefact]:
+    """Run (or load) one trial per seed."""
+    return [run_trial(backbone, task, prompt, train, s, store, progress) for s in seeds]
+
+
+def load_prompt(artefact: Artefact, backbone: Backbone) -> SoftPromptModel:
+    """Rebuild a trained prompt model from its artefact on ``backbone``.
+
+    Raises:
+        PromptError: the prompt was trained for another backbone or embedding size.
+    """
+    config = artefact.json("config")
+    d_model = backbone.model.get_input_embeddings().weight.shape[1]
+    if config["backbone"] != backbone.name or config["d_model"] != d_model:
+        raise PromptError(
+            f"prompt {artefact.key} was trained on {config['backbone']!r} "
+            f"(d_model {config['d_model']}); cannot load it on {backbone.name!r} "
+            f"(d_model {d_model})"
+        )
+    settings = dict(config["prompt"])
+    settings["label_words"] = tuple(settings["label_words"])
+    model = SoftPromptModel(backbone, PromptConfig(**settings))
+    with torch.no_grad():
+        model.prompt.copy_(artefact.tensors()["prompt"])
+    return model
+
+
+def trial_rows(artefacts: Sequence[Artefact]) -> list[dict[str, object]]:
+    """Return one row per trial: task, seed, best step, dev and test accuracy (%)."""
+    rows = []
+    for artefact in artefacts:
+        config, metrics = artefact.json("config"), artefact.json("metrics")
+        rows.append(
+            {
+                "task": config["task"],
+                "seed": config["seed"],
+                "best_step": metrics["best_step"],
+                "dev_accuracy": 100 * metrics["dev_accuracy"],
+                "test_accuracy": 100 * metrics["test_accuracy"],
+            }
+        )
     return rows

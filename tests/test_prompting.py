@@ -75,3 +75,166 @@ def test_embedded_backbone_zero_shot_beats_chance_on_sentiment(store) -> None:
     rows = prompting.zero_shot_table(backbone, [task], "test", 32, 64)
     assert rows[0]["label_words"] == "negative/positive"
     assert rows[0]["accuracy"] > 55.0
+
+
+# ----------------------------------------------------------------------------------
+# Soft prompts.
+
+
+def _pairs() -> data.Dataset:
+    texts = [
+        "a good movie",
+        "the worst film",
+        "great fun",
+        "boring and bad",
+        "loved it",
+        "hated it",
+    ]
+    return data._dataset(texts, [1, 0, 1, 0, 1, 0], ("negative", "positive"))
+
+
+def _soft(tiny: models.Backbone, **settings) -> prompting.SoftPromptModel:
+    config = prompting.PromptConfig(length=4, max_text_tokens=8, **settings)
+    return prompting.SoftPromptModel(tiny, config, seed=0)
+
+
+def test_gradients_reach_only_the_prompt(tiny: models.Backbone) -> None:
+    model = _soft(tiny)
+    batch = next(model.batches(_pairs(), 6))
+    torch.nn.functional.cross_entropy(model(batch), batch.labels).backward()
+    assert model.prompt.grad is not None and model.prompt.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny.model.parameters())
+    assert [name for name, p in model.named_parameters() if p.requires_grad] == ["prompt"]
+
+
+def test_layout_puts_the_prompt_and_the_prediction_where_design_says(
+    tiny: models.Backbone,
+) -> None:
+    model = _soft(tiny)
+    batch = next(model.batches(_pairs(), 6))
+    layout = model.layout(batch)
+    n = len(batch.labels)
+    at_prompt = layout.embeds[torch.arange(n)[:, None], layout.prompt_positions]
+    embedding = tiny.model.get_input_embeddings().weight
+    if tiny.kind == "encoder":
+        assert layout.predict.tolist() == [0] * n
+        mask = embedding[tiny.tokenizer.mask_token_id].expand(n, -1)
+        torch.testing.assert_close(at_prompt[:, 0], mask)
+        torch.testing.assert_close(at_prompt[:, 1:], model.prompt.expand(n, -1, -1))
+    else:
+        # The soft prompt follows the text and the prediction reads the last prompt position.
+        torch.testing.assert_close(at_prompt, model.prompt.expand(n, -1, -1))
+        assert (layout.prompt_positions[:, 0] == batch.lengths).all()
+        assert (layout.predict == layout.prompt_positions[:, -1]).all()
+        assert (layout.attention_mask.sum(1) - 1 == layout.predict).all()
+    # Whatever the layout, the prediction must see the text: two texts, two outputs.
+    logits = model(batch)
+    assert not torch.allclose(logits[0], logits[1])
+
+
+def test_prediction_logits_equal_the_full_model_at_that_position(tiny: models.Backbone) -> None:
+    model = _soft(tiny, template="answer :")
+    batch = next(model.batches(_pairs(), 6))
+    layout = model.layout(batch)
+    full = tiny.model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask).logits
+    expected = full[torch.arange(6), layout.predict][:, model.label_ids]
+    torch.testing.assert_close(model(batch), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "qwen2", "mistral"])
+def test_cached_text_prefix_gives_the_full_layout_outputs(model_type: str) -> None:
+    tiny = models.tiny_backbone(model_type)
+    cached = _soft(tiny, template="answer :")
+    full = prompting.SoftPromptModel(tiny, cached.config, seed=0, prefix_cache=False)
+    assert cached.prefix_cache and not full.prefix_cache
+    batch = next(cached.batches(_pairs(), 6))
+    torch.testing.assert_close(
+        cached.prompt_hidden(batch), full.prompt_hidden(batch), rtol=1e-5, atol=1e-5
+    )
+    cache = cached.text_cache(batch)
+    first, second = cached(batch, cache), cached(batch, cache)  # the cache is reusable
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    torch.testing.assert_close(first, full(batch), rtol=1e-5, atol=1e-5)
+    # Gradients through the cached path equal those through the full layout.
+    for model in (cached, full):
+        model.prompt.grad = None
+        torch.nn.functional.cross_entropy(model(batch), batch.labels).backward()
+    torch.testing.assert_close(cached.prompt.grad, full.prompt.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_decoder_template_and_pair_separator(tmp_path) -> None:
+    tiny = models.tiny_backbone("llama")
+    model = _soft(tiny, template="answer :", separator=" . ")
+    assert model.n_scored == 4 + 2
+    split = data._dataset(["a man runs"], [1], ("negative", "positive"), ["a dog sits"])
+    batch = next(model.batches(split, 1))
+    ids = tiny.tokenizer("a man runs . a dog sits", add_special_tokens=False)["input_ids"]
+    assert batch.input_ids[0].tolist() == ids
+    layout = model.layout(batch)
+    assert layout.prompt_positions[0].tolist() == list(range(len(ids), len(ids) + 6))
+
+
+def test_saved_prompt_reloads_to_identical_logits(tiny: models.Backbone, store) -> None:
+    task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
+    train = prompting.TrainConfig(max_steps=2, eval_every=1, batch_size=3, lr=0.1)
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    artefact = prompting.run_trial(tiny, task, config, train, seed=1, store=store, progress=False)
+    assert artefact.json("metrics")["best_step"] in (1, 2)
+    reloaded = prompting.load_prompt(store.load("prompts", artefact.key), tiny)
+    torch.testing.assert_close(reloaded.prompt, artefact.tensors()["prompt"])
+    again = prompting.run_trial(tiny, task, config, train, seed=1, store=store, progress=False)
+    assert again.key == artefact.key
+    other = prompting.load_prompt(again, tiny)
+    logits = reloaded(next(reloaded.batches(_pairs(), 6)))
+    torch.testing.assert_close(logits, other(next(other.batches(_pairs(), 6))), rtol=0, atol=0)
+    fresh = prompting.SoftPromptModel(tiny, config, seed=123)
+    assert not torch.allclose(fresh(next(fresh.batches(_pairs(), 6))), logits)
+
+
+def test_early_stopping_keeps_the_best_dev_prompt() -> None:
+    tiny = models.tiny_backbone("gpt2")
+    model = _soft(tiny)
+    correct = iter([5, 8, 6, 7, 9])  # dev accuracy 0.5, 0.8, 0.6, 0.7, ... out of 10
+    seen: list[torch.Tensor] = []
+
+    def evaluate(data, batch_size=32, progress=False):
+        seen.append(model.prompt.detach().clone())
+        k = next(correct)
+        return prompting.Evaluation(np.ones(10, dtype=int), (np.arange(10) < k).astype(int))
+
+    model.evaluate = evaluate  # type: ignore[method-assign]
+    config = prompting.TrainConfig(max_steps=10, eval_every=1, patience=2, lr=0.5, batch_size=2)
+    result = prompting.train_prompt(model, _pairs(), _pairs(), config, progress=False)
+    assert [h["dev_accuracy"] for h in result.history] == [0.5, 0.8, 0.6, 0.7]
+    assert (result.best_step, result.best_dev) == (2, 0.8)
+    torch.testing.assert_close(model.prompt.detach(), seen[1])
+    assert not torch.allclose(seen[1], seen[3])
+
+
+def test_soft_prompt_bad_input(store) -> None:
+    tiny = models.tiny_backbone("llama")
+    with pytest.raises(data.LabelWordError, match="single tokens"):
+        _soft(tiny, label_words=("negative", "very good"))
+    with pytest.raises(prompting.PromptError, match="exceeds the model's maximum length 128"):
+        prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=100, max_text_tokens=20))
+    with pytest.raises(prompting.PromptError, match=">= 1"):
+        prompting.PromptConfig(length=0)
+    with pytest.raises(ValueError, match="empty split"):
+        prompting.train_prompt(_soft(tiny), _pairs().select([]), _pairs(), prompting.TrainConfig())
+    with pytest.raises(ValueError, match="lr must be positive"):
+        prompting.TrainConfig(lr=0)
+    task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8)
+    train = prompting.TrainConfig(max_steps=1, eval_every=1)
+    artefact = prompting.run_trial(tiny, task, config, train, 0, store, progress=False)
+    with pytest.raises(prompting.PromptError, match="trained on 'tiny-llama'"):
+        prompting.load_prompt(artefact, models.tiny_backbone("gpt2"))
+
+
+def test_initialisations_follow_the_config() -> None:
+    tiny = models.tiny_backbone("llama")
+    normal = _soft(tiny, init="normal", init_std=0.03)
+    assert abs(float(normal.prompt.detach().std()) - 0.03) < 0.015
+    vocab = _soft(tiny, init="vocab")
+    rows = tiny.model.get_input_embeddings().weight
+    assert all(any(torch.equal(v, r) for r in rows) for v in vocab.prompt)
