@@ -19,11 +19,11 @@ from datasets import Dataset
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from helpers.data import TaskData, stable_seed, verbalizer_ids
 from helpers.models import Backbone
 from helpers.store import Artefact, ArtefactStore
-from transformers import DynamicCache
 
 
 @dataclass(frozen=True)
