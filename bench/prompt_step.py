@@ -33,8 +33,9 @@ def step_ours(model: prompting.SoftPromptModel, batch: prompting.PromptBatch, op
 def step_official(
     model: prompting.SoftPromptModel, batch: prompting.PromptBatch, optimizer
 ) -> None:
-    full = model.backbone.model(inputs_embeds=batch.embeds, attention_mask=batch.attention_mask)
-    logits = full.logits[torch.arange(len(batch.labels)), batch.predict][:, model.label_ids]
+    layout = model.layout(batch)
+    full = model.backbone.model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
+    logits = full.logits[torch.arange(len(batch.labels)), layout.predict][:, model.label_ids]
     loss = nn.functional.cross_entropy(logits, batch.labels)
     model.backbone.model.zero_grad(set_to_none=True)
     optimizer.zero_grad()
@@ -83,7 +84,8 @@ def main() -> None:
         backbone.model.requires_grad_(True)
         official.append(block(step_official))
     backbone.model.requires_grad_(False)
-    tokens = sum(float(model.encode(*x).attention_mask.sum()) for x in inputs) / len(inputs)
+    tokens = sum(float(model.layout(model.encode(*x)).attention_mask.sum()) for x in inputs)
+    tokens /= len(inputs)
     t_ours, t_official = statistics.median(ours), statistics.median(official)
     print(
         f"backbone {args.backbone}, prompt {args.prompt_length}, batch {args.batch_size}, "

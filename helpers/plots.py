@@ -103,3 +103,29 @@ def accuracy_bars(
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=n_methods)
     fig.tight_layout()
     return fig
+
+
+def training_curves(history: pd.DataFrame, metric: str = "dev_accuracy") -> Figure:
+    """One panel per task: a metric against training step, one line per trial.
+
+    Args:
+        history: rows with columns ``task``, ``seed``, ``step`` and ``metric``.
+    """
+    tasks = list(dict.fromkeys(history["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.2 * len(tasks), 2.8), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, task in zip(axes, tasks, strict=True):
+        for i, (seed, rows) in enumerate(history[history["task"] == task].groupby("seed")):
+            scale = 100 if metric.endswith("accuracy") else 1
+            ax.plot(
+                rows["step"],
+                scale * rows[metric],
+                marker="o",
+                color=PALETTE[i % len(PALETTE)],
+                label=f"trial {seed}",
+            )
+        ax.set_xlabel(f"{task}\nstep", fontsize=9)
+    axes[0].set_ylabel(metric.replace("_", " ") + (" (%)" if metric.endswith("accuracy") else ""))
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

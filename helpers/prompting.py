@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from datasets import Dataset
 from jaxtyping import Float, Int
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from helpers import paper
 from helpers.data import TaskData, stable_seed, verbalizer_ids
 from helpers.models import Backbone
 from helpers.store import Artefact, ArtefactStore
@@ -428,17 +430,70 @@ class SoftPromptModel(nn.Module):
             rows = data.select(indices[start : start + batch_size].tolist())
             yield self.encode(list(rows["text"]), list(rows["text_pair"]), list(rows["label"]))
 
+    def eval_batches(
+        self, data: Dataset, batch_size: int, caches: TextCaches | None = None
+    ) -> Iterator[tuple[PromptBatch, DynamicCache | None]]:
+        """Yield a split's batches in order, with their text caches where kept."""
+        if caches is not None:
+            yield from caches.batches(self, data, batch_size)
+            return
+        for batch in self.batches(data, batch_size):
+            yield batch, None
+
     @torch.no_grad()
-    def evaluate(self, data: Dataset, batch_size: int = 32, progress: bool = False) -> Evaluation:
-        """Classify a split with the current prompt."""
+    def evaluate(
+        self,
+        data: Dataset,
+        batch_size: int = 32,
+        progress: bool = False,
+        caches: TextCaches | None = None,
+    ) -> Evaluation:
+        """Classify a split with the current prompt.
+
+        With ``caches``, the text part of each batch is computed once and reused by every
+        later evaluation of the same split, whatever the prompt.
+        """
         if len(data) == 0:
             raise ValueError("cannot evaluate on an empty split")
         labels, predictions = [], []
         total = -(-len(data) // batch_size)
-        for batch in tqdm(self.batches(data, batch_size), total=total, disable=not progress):
-            predictions.append(self(batch).argmax(dim=1).numpy())
+        batches = self.eval_batches(data, batch_size, caches)
+        for batch, cache in tqdm(batches, total=total, disable=not progress):
+            predictions.append(self(batch, cache).argmax(dim=1).numpy())
             labels.append(batch.labels.numpy())
         return Evaluation(np.concatenate(labels), np.concatenate(predictions))
+
+
+class TextCaches:
+    """Tokenised evaluation batches and their decoder text caches, kept across prompts.
+
+    A split's text does not depend on the prompt, so every trial and every evaluation of
+    one task can share them. Memory grows with the split sizes: about 46 KB per text
+    token for SmolLM2-135M.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[object, ...], list[tuple[PromptBatch, DynamicCache | None]]] = {}
+
+    def batches(
+        self, model: SoftPromptModel, data: Dataset, batch_size: int
+    ) -> list[tuple[PromptBatch, DynamicCache | None]]:
+        """Return the split's batches with their caches, computing them on first use."""
+        config = model.config
+        key = (
+            model.backbone.name,
+            data._fingerprint,
+            batch_size,
+            config.max_text_tokens,
+            config.separator,
+            model.prefix_cache,
+        )
+        if key not in self._items:
+            self._items[key] = [
+                (batch, model.text_cache(batch) if model.prefix_cache else None)
+                for batch in model.batches(data, batch_size)
+            ]
+        return self._items[key]
 
 
 @dataclass(frozen=True)
@@ -456,6 +511,8 @@ class TrainConfig:
         patience: evaluations without a better dev accuracy before stopping.
         dev_size: dev examples used for these evaluations; None uses the whole split.
         mode: ``train`` keeps dropout on, as the official code does; ``eval`` turns it off.
+        reuse_text_cache: keep the dev and test batches' text caches across evaluations
+            and trials (decoders; costs memory, saves most of the evaluation time).
     """
 
     lr: float = 1e-2
@@ -470,6 +527,7 @@ class TrainConfig:
     dev_size: int | None = None
     eval_batch_size: int = 32
     mode: Literal["train", "eval"] = "train"
+    reuse_text_cache: bool = True
 
     def __post_init__(self) -> None:
         for name in ("lr", "batch_size", "max_steps", "eval_every", "patience"):
@@ -505,6 +563,7 @@ def train_prompt(
     config: TrainConfig,
     seed: int = 0,
     progress: bool = True,
+    caches: TextCaches | None = None,
 ) -> TrainResult:
     """Train the soft prompt of ``model`` with early stopping; keep the best dev prompt.
 
@@ -544,7 +603,7 @@ def train_prompt(
             step += 1
             bar.update()
             if step % config.eval_every == 0 or step == config.max_steps:
-                accuracy = model.evaluate(eval_dev, config.eval_batch_size).accuracy
+                accuracy = model.evaluate(eval_dev, config.eval_batch_size, caches=caches).accuracy
                 history.append(
                     {"step": step, "loss": float(np.mean(losses)), "dev_accuracy": accuracy}
                 )
@@ -596,6 +655,7 @@ def run_trial(
     seed: int,
     store: ArtefactStore,
     progress: bool = True,
+    caches: TextCaches | None = None,
 ) -> Artefact:
     """Train one trial's prompt and score it on test, or load it if already stored.
 
@@ -607,8 +667,8 @@ def run_trial(
     def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
         trial_seed = stable_seed("trial", task.spec.name, seed)
         model = SoftPromptModel(backbone, prompt, seed=trial_seed)
-        result = train_prompt(model, task.train, task.dev, train, trial_seed, progress)
-        test = model.evaluate(task.test, train.eval_batch_size)
+        result = train_prompt(model, task.train, task.dev, train, trial_seed, progress, caches)
+        test = model.evaluate(task.test, train.eval_batch_size, caches=caches)
         metrics = {
             "best_step": result.best_step,
             "dev_accuracy": result.best_dev,
@@ -633,8 +693,9 @@ def run_trials(
     store: ArtefactStore,
     progress: bool = True,
 ) -> list[Artefact]:
-    """Run (or load) one trial per seed."""
-    return [run_trial(backbone, task, prompt, train, s, store, progress) for s in seeds]
+    """Run (or load) one trial per seed, sharing the dev and test text caches."""
+    caches = TextCaches() if train.reuse_text_cache else None
+    return [run_trial(backbone, task, prompt, train, s, store, progress, caches) for s in seeds]
 
 
 def load_prompt(artefact: Artefact, backbone: Backbone) -> SoftPromptModel:
@@ -659,6 +720,54 @@ def load_prompt(artefact: Artefact, backbone: Backbone) -> SoftPromptModel:
     return model
 
 
+def layout_table(
+    model: SoftPromptModel, text: str, text_pair: str | None = None
+) -> list[dict[str, object]]:
+    """Show where each position of one laid-out example comes from: text, soft prompt, template.
+
+    Returns one row per position: position, token (or ``<soft i>``), role and whether
+    neurons are scored there and whether the label is read there.
+    """
+    batch = model.encode([text], [text_pair], [0])
+    layout = model.layout(batch)
+    tokens = model.backbone.tokenizer.convert_ids_to_tokens(batch.input_ids[0].tolist())
+    scored = layout.prompt_positions[0].tolist()
+    rows = []
+    for position in range(int(layout.attention_mask[0].sum())):
+        if model.backbone.kind == "encoder":
+            role = (
+                "mask" if position == 0 else "soft" if position <= model.config.length else "text"
+            )
+            token = (
+                model.backbone.tokenizer.mask_token
+                if role == "mask"
+                else f"<soft {position}>"
+                if role == "soft"
+                else tokens[position - model.n_scored]
+            )
+        else:
+            offset = position - int(batch.lengths[0])
+            role = "text" if offset < 0 else "soft" if offset < model.config.length else "template"
+            template = model.backbone.tokenizer.convert_ids_to_tokens(model.template_ids)
+            token = (
+                tokens[position]
+                if role == "text"
+                else f"<soft {offset + 1}>"
+                if role == "soft"
+                else template[offset - model.config.length]
+            )
+        rows.append(
+            {
+                "position": position,
+                "token": token,
+                "role": role,
+                "scored": position in scored,
+                "prediction": position == int(layout.predict[0]),
+            }
+        )
+    return rows
+
+
 def trial_rows(artefacts: Sequence[Artefact]) -> list[dict[str, object]]:
     """Return one row per trial: task, seed, best step, dev and test accuracy (%)."""
     rows = []
@@ -671,6 +780,47 @@ def trial_rows(artefacts: Sequence[Artefact]) -> list[dict[str, object]]:
                 "best_step": metrics["best_step"],
                 "dev_accuracy": 100 * metrics["dev_accuracy"],
                 "test_accuracy": 100 * metrics["test_accuracy"],
+                "test_balanced_accuracy": 100 * metrics["test_balanced_accuracy"],
             }
         )
     return rows
+
+
+def history_rows(artefacts: Sequence[Artefact]) -> list[dict[str, object]]:
+    """Return the training curves: one row per task, seed and evaluation."""
+    rows = []
+    for artefact in artefacts:
+        config = artefact.json("config")
+        for point in artefact.json("history"):
+            rows.append({"task": config["task"], "seed": config["seed"], **point})
+    return rows
+
+
+def accuracy_table(
+    trials: Sequence[dict[str, object]], zero_shot: Sequence[dict[str, object]]
+) -> pd.DataFrame:
+    """Tab. 1 (first column) form: per task, zero-shot and prompt-tuning test accuracy (%).
+
+    Prompt tuning is mean ± std over trials; zero-shot uses the same (shared) label words.
+    The paper's prompt-tuning accuracy on the task this one stands in for is shown beside,
+    from `helpers.paper` (roberta-base, other data: a reference, not a target).
+    """
+    frame = pd.DataFrame(list(trials))
+    shots = {
+        row["task"]: row["accuracy"] for row in zero_shot if row.get("words", "shared") == "shared"
+    }
+    rows = []
+    for task, group in frame.groupby("task", sort=False):
+        paper_mean, paper_std = paper.TABLE1_PROMPT.get(paper.analogue(str(task)), (np.nan, np.nan))
+        rows.append(
+            {
+                "task": task,
+                "trials": len(group),
+                "zero_shot": shots.get(task, np.nan),
+                "prompt_mean": group["test_accuracy"].mean(),
+                "prompt_std": group["test_accuracy"].std(ddof=1) if len(group) > 1 else 0.0,
+                "paper_task": paper.analogue(str(task)),
+                "paper_prompt": f"{paper_mean:.1f} ± {paper_std:.1f}",
+            }
+        )
+    return pd.DataFrame(rows).set_index("task")

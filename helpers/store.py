@@ -194,6 +194,19 @@ class ArtefactStore:
         os.replace(tmp, final)
         return final
 
+    def read_results(self, chapter: str) -> dict[str, Any]:
+        """Read the headline numbers an earlier chapter wrote.
+
+        Raises:
+            FileNotFoundError: the chapter has not been run with this store.
+        """
+        path = self.root / "results" / f"{chapter}.json"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no results of {chapter} in {self.root}; run that chapter first"
+            )
+        return json.loads(path.read_text())
+
     def cached(
         self,
         stage: str,

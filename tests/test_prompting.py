@@ -197,7 +197,7 @@ def test_early_stopping_keeps_the_best_dev_prompt() -> None:
     correct = iter([5, 8, 6, 7, 9])  # dev accuracy 0.5, 0.8, 0.6, 0.7, ... out of 10
     seen: list[torch.Tensor] = []
 
-    def evaluate(data, batch_size=32, progress=False):
+    def evaluate(data, batch_size=32, progress=False, caches=None):
         seen.append(model.prompt.detach().clone())
         k = next(correct)
         return prompting.Evaluation(np.ones(10, dtype=int), (np.arange(10) < k).astype(int))
@@ -238,3 +238,15 @@ def test_initialisations_follow_the_config() -> None:
     vocab = _soft(tiny, init="vocab")
     rows = tiny.model.get_input_embeddings().weight
     assert all(any(torch.equal(v, r) for r in rows) for v in vocab.prompt)
+
+
+def test_text_caches_reused_across_prompts_give_the_same_evaluation() -> None:
+    tiny = models.tiny_backbone("llama")
+    caches = prompting.TextCaches()
+    for seed in (0, 1):
+        model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=3), seed=seed)
+        plain = model.evaluate(_pairs(), batch_size=4)
+        for _ in range(2):
+            cached = model.evaluate(_pairs(), batch_size=4, caches=caches)
+            assert cached.predictions.tolist() == plain.predictions.tolist()
+    assert len(caches._items) == 1
