@@ -244,7 +244,8 @@ def test_text_caches_reused_across_prompts_give_the_same_evaluation() -> None:
     tiny = models.tiny_backbone("llama")
     caches = prompting.TextCaches()
     for seed in (0, 1):
-        model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=3), seed=seed)
+        config = prompting.PromptConfig(length=3, max_text_tokens=8)
+        model = prompting.SoftPromptModel(tiny, config, seed=seed)
         plain = model.evaluate(_pairs(), batch_size=4)
         for _ in range(2):
             cached = model.evaluate(_pairs(), batch_size=4, caches=caches)
