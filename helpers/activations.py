@@ -1,22 +1,34 @@
-"""Hooks on the neuron site: record FFN neuron activations during a forward pass.
+"""Hooks on the neuron site and the streaming statistics engine.
 
 The neuron site of every architecture is the FFN output projection (`models.ARCHITECTURES`);
 a forward pre-hook there sees exactly the neuron vector. Hooks are always removed when
 the context exits, also on error.
 
-Paper: §2.2 (the activation a = f(x Kᵀ + b1)); official code ``probe`` hooks
-``intermediate`` of RoBERTa, which is the same tensor.
+The engine reduces activations to statistics batch by batch (`design.md` §10): one pass
+over the training split accumulates each neuron's mean activation at each prompt position
+(the baseline, eq. 3); a pass over dev or test counts how often ``activation > baseline``
+agrees with the label (eq. 4). Memory does not grow with the number of examples.
+
+Paper: §2.2 (the activation a = f(x Kᵀ + b1)), §3.1 (eqs. 3-4); official code ``probe``
+hooks ``intermediate`` of RoBERTa, which is the same tensor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from jaxtyping import Float
+import torch
+from datasets import Dataset
+from jaxtyping import Float, Int
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from helpers.models import Backbone
+
+if TYPE_CHECKING:
+    from helpers.prompting import PromptBatch, SoftPromptModel, TextCaches
 
 
 def hook_count(model: nn.Module) -> int:
@@ -57,3 +69,125 @@ def record_neurons(
     finally:
         for handle in handles:
             handle.remove()
+
+
+@torch.no_grad()
+def prompt_activations(
+    model: SoftPromptModel, batch: PromptBatch, cache: object | None = None
+) -> Float[Tensor, "n layer prompt ffn"]:
+    """Return every neuron's activation at the scored prompt positions of a batch.
+
+    With a decoder's cached text prefix, the forward pass covers only the prompt
+    positions, so every recorded position is scored; otherwise the prompt positions are
+    gathered from the full layout.
+    """
+    backbone = model.backbone
+    with record_neurons(backbone) as recorded:
+        model.prompt_hidden(batch, cache)  # type: ignore[arg-type]
+    stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
+    if stacked.shape[2] == model.n_scored and model.prefix_cache:
+        return stacked
+    positions = model.layout(batch).prompt_positions
+    index = positions[:, None, :, None].expand(-1, stacked.shape[1], -1, stacked.shape[3])
+    return stacked.gather(2, index)
+
+
+class BaselineAccumulator:
+    """Running mean of activations over examples (float64 sums, so order does not matter)."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+        self.count = 0
+
+    def add(self, activations: Float[Tensor, "n layer prompt ffn"]) -> None:
+        """Add a batch."""
+        batch_sum = activations.sum(dim=0, dtype=torch.float64)
+        self.total = batch_sum if self.total is None else self.total + batch_sum
+        self.count += activations.shape[0]
+
+    def mean(self) -> Float[Tensor, "layer prompt ffn"]:
+        """Return the mean activation, the baseline a_bsl of eq. 3."""
+        if self.total is None or self.count == 0:
+            raise ValueError("no examples were added")
+        return (self.total / self.count).float()
+
+
+class AccuracyAccumulator:
+    """Counts, per neuron and position, how often ``activation > baseline`` equals the label."""
+
+    def __init__(self, baseline: Float[Tensor, "layer prompt ffn"]) -> None:
+        self.baseline = baseline
+        self.agree = torch.zeros(baseline.shape, dtype=torch.float64)
+        self.count = 0
+
+    def add(
+        self, activations: Float[Tensor, "n layer prompt ffn"], labels: Int[Tensor, " n"]
+    ) -> None:
+        """Add a batch with binary labels in {0, 1}."""
+        if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
+            raise ValueError("threshold accuracy needs binary labels 0/1")
+        above = (activations > self.baseline).reshape(activations.shape[0], -1)
+        # agree = #(above & y=1) + #(not above & y=0) = sum((2y-1) * above) + #(y=0)
+        signs = (2 * labels - 1).to(torch.float32)
+        agree = signs @ above.to(torch.float32) + float((labels == 0).sum())
+        self.agree += agree.reshape(self.baseline.shape).double()
+        self.count += activations.shape[0]
+
+    def accuracy(self) -> Float[Tensor, "layer prompt ffn"]:
+        """Return Acc(N, p) of eq. 4."""
+        if self.count == 0:
+            raise ValueError("no examples were added")
+        return (self.agree / self.count).float()
+
+
+def _batches(
+    model: SoftPromptModel, data: Dataset, batch_size: int, caches: TextCaches | None
+) -> Iterator[tuple[PromptBatch, object | None]]:
+    yield from model.eval_batches(data, batch_size, caches)
+
+
+def baseline(
+    model: SoftPromptModel,
+    data: Dataset,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    progress: bool = False,
+) -> Float[Tensor, "layer prompt ffn"]:
+    """Return each neuron's mean activation at each prompt position over a split.
+
+    Paper: §3.1, eq. 3 (computed on the training split).
+    """
+    accumulator = BaselineAccumulator()
+    total = -(-len(data) // batch_size)
+    for batch, cache in tqdm(
+        _batches(model, data, batch_size, caches),
+        total=total,
+        disable=not progress,
+        desc="baseline",
+    ):
+        accumulator.add(prompt_activations(model, batch, cache))
+    return accumulator.mean()
+
+
+def threshold_accuracy(
+    model: SoftPromptModel,
+    data: Dataset,
+    baseline_: Float[Tensor, "layer prompt ffn"],
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    progress: bool = False,
+) -> Float[Tensor, "layer prompt ffn"]:
+    """Return, per neuron and prompt position, how often ``a > a_bsl`` equals the label.
+
+    Paper: §3.1, eq. 4 (computed on dev for ranking, on test for reporting).
+    """
+    accumulator = AccuracyAccumulator(baseline_)
+    total = -(-len(data) // batch_size)
+    for batch, cache in tqdm(
+        _batches(model, data, batch_size, caches),
+        total=total,
+        disable=not progress,
+        desc="accuracy",
+    ):
+        accumulator.add(prompt_activations(model, batch, cache), batch.labels)
+    return accumulator.accuracy()

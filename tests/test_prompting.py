@@ -251,3 +251,13 @@ def test_text_caches_reused_across_prompts_give_the_same_evaluation() -> None:
             cached = model.evaluate(_pairs(), batch_size=4, caches=caches)
             assert cached.predictions.tolist() == plain.predictions.tolist()
     assert len(caches._items) == 1
+
+
+@pytest.mark.slow
+def test_embedded_backbone_cached_prefix_equals_full_layout() -> None:
+    backbone = models.load_backbone("smollm2-135m")
+    config = prompting.PromptConfig(length=4, max_text_tokens=16)
+    cached = prompting.SoftPromptModel(backbone, config, seed=0)
+    full = prompting.SoftPromptModel(backbone, config, seed=0, prefix_cache=False)
+    batch = next(cached.batches(_pairs(), 6))
+    torch.testing.assert_close(cached(batch), full(batch), rtol=1e-4, atol=1e-4)

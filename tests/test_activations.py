@@ -1,0 +1,68 @@
+"""The streaming statistics engine against direct computation, and known answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import activations, data, models, prompting
+
+
+def _split(n: int = 10) -> data.Dataset:
+    words = ["a good movie", "the worst film", "great fun", "boring and bad", "loved it"]
+    texts = [f"{words[i % 5]} {'very ' * (i % 3)}" for i in range(n)]
+    return data._dataset(texts, [i % 2 for i in range(n)], ("negative", "positive"))
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "llama", "gpt2"])
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_streaming_statistics_equal_direct_computation(model_type: str, prefix_cache: bool) -> None:
+    tiny = models.tiny_backbone(model_type)
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    model = prompting.SoftPromptModel(tiny, config, seed=0, prefix_cache=prefix_cache)
+    train, dev = _split(10), _split(7)
+    base = activations.baseline(model, train, batch_size=3)
+    acc = activations.threshold_accuracy(model, dev, base, batch_size=4)
+    stored = torch.cat([activations.prompt_activations(model, b) for b in model.batches(train, 5)])
+    assert stored.shape == (10, tiny.n_layers, model.n_scored, tiny.ffn_width)
+    torch.testing.assert_close(base, stored.mean(0), rtol=0, atol=1e-6)
+    dev_acts = torch.cat([activations.prompt_activations(model, b) for b in model.batches(dev, 7)])
+    labels = torch.tensor(list(dev["label"]))
+    direct = ((dev_acts > base) == labels[:, None, None, None].bool()).float().mean(0)
+    torch.testing.assert_close(acc, direct, rtol=0, atol=1e-6)
+
+
+def test_cached_and_full_layout_activations_agree() -> None:
+    tiny = models.tiny_backbone("llama")
+    config = prompting.PromptConfig(length=3, max_text_tokens=8, template="answer :")
+    cached = prompting.SoftPromptModel(tiny, config, seed=0)
+    full = prompting.SoftPromptModel(tiny, config, seed=0, prefix_cache=False)
+    batch = next(cached.batches(_split(6), 6))
+    torch.testing.assert_close(
+        activations.prompt_activations(cached, batch),
+        activations.prompt_activations(full, batch),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert activations.hook_count(tiny.model) == 0
+
+
+def test_accumulator_known_answers() -> None:
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+    acts = torch.zeros(6, 1, 1, 3)
+    acts[:, 0, 0, 0] = labels.float()  # equal to the label
+    acts[:, 0, 0, 1] = 7.0  # constant
+    acts[:, 0, 0, 2] = 1 - labels.float()  # the label flipped
+    base = activations.BaselineAccumulator()
+    base.add(acts[:4])
+    base.add(acts[4:])
+    mean = base.mean()
+    torch.testing.assert_close(mean[0, 0], torch.tensor([0.5, 7.0, 0.5]))
+    acc = activations.AccuracyAccumulator(mean)
+    acc.add(acts[:2], labels[:2])
+    acc.add(acts[2:], labels[2:])
+    torch.testing.assert_close(acc.accuracy()[0, 0], torch.tensor([1.0, 0.5, 0.0]))
+    with pytest.raises(ValueError, match="binary"):
+        acc.add(acts[:1], torch.tensor([2]))
+    with pytest.raises(ValueError, match="no examples"):
+        activations.BaselineAccumulator().mean()

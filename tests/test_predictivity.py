@@ -1,0 +1,72 @@
+"""Predictivity and skill-neuron selection on hand-built accuracies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import predictivity
+
+
+def test_predictivity_known_answers() -> None:
+    acc = torch.full((2, 1, 3, 4), 0.5)  # [trial, layer, prompt, ffn]
+    acc[:, 0, 1, 0] = 1.0  # equal to the label at one position
+    acc[:, 0, 2, 1] = 0.0  # the label flipped: just as predictive
+    acc[0, 0, 0, 2], acc[1, 0, 0, 2] = 0.8, 0.6  # trials disagree: mean of maxima
+    scores = predictivity.predictivity(acc)
+    torch.testing.assert_close(scores[0], torch.tensor([1.0, 1.0, 0.7, 0.5]))
+
+
+def test_flipping_labels_changes_nothing() -> None:
+    acc = torch.rand(3, 2, 4, 5)
+    torch.testing.assert_close(predictivity.predictivity(acc), predictivity.predictivity(1 - acc))
+
+
+def test_position_mask_excludes_the_prediction_position_for_soft_only() -> None:
+    decoder = predictivity.position_mask(6, 5, 4, "decoder", "soft")
+    assert decoder.tolist() == [True, True, True, True, False, False]
+    no_template = predictivity.position_mask(4, 3, 4, "decoder", "soft")
+    assert no_template.tolist() == [True, True, True, False]
+    encoder = predictivity.position_mask(5, 0, 4, "encoder", "soft")
+    assert encoder.tolist() == [False, True, True, True, True]
+    assert predictivity.position_mask(5, 0, 4, "encoder", "prompt").all()
+    acc = torch.full((1, 1, 4, 1), 0.5)
+    acc[0, 0, 3, 0] = 0.9  # only the prediction position is predictive
+    assert float(predictivity.predictivity(acc, no_template)[0, 0]) == 0.5
+
+
+def test_per_layer_selection_returns_exactly_the_count_per_layer() -> None:
+    scores = torch.rand(4, 50)
+    mask = predictivity.select(scores, fraction=0.1)
+    assert mask.sum(dim=1).tolist() == [5, 5, 5, 5]
+    for layer in range(4):
+        assert scores[layer][mask[layer]].min() >= scores[layer][~mask[layer]].max()
+    assert predictivity.select(scores, count=7).sum(dim=1).tolist() == [7] * 4
+
+
+def test_global_selection_takes_the_best_anywhere() -> None:
+    scores = torch.zeros(3, 10)
+    scores[2, :6] = 1.0
+    mask = predictivity.select(scores, count=5, how="global")
+    assert mask.sum() == 5 and mask[2].sum() == 5
+    assert predictivity.select(scores, fraction=0.2, how="global").sum() == 6
+    with pytest.raises(ValueError, match="exactly one"):
+        predictivity.select(scores)
+
+
+def test_multiclass_selection_takes_equal_unique_shares() -> None:
+    first = torch.tensor([[9.0, 8.0, 7.0, 1.0, 0.0, 0.0]])
+    second = torch.tensor([[9.0, 0.0, 0.0, 8.0, 7.0, 1.0]])
+    mask = predictivity.select_multiclass([first, second], count=2)
+    # subtask 1 takes 0, subtask 2 skips 0 and takes 3, then 1 and 4
+    assert mask[0].nonzero().flatten().tolist() == [0, 1, 3, 4]
+
+
+def test_ranking_orders_best_first() -> None:
+    scores = torch.tensor([[0.5, 0.9], [0.7, 0.6]])
+    assert [(layer, i) for layer, i, _ in predictivity.ranking(scores)] == [
+        (0, 1),
+        (1, 0),
+        (1, 1),
+        (0, 0),
+    ]
