@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from datasets import Dataset
@@ -92,6 +92,44 @@ def prompt_activations(
     return stacked.gather(2, index)
 
 
+Pooling = Literal["prompt", "mean", "max"]
+
+
+@torch.no_grad()
+def pooled_activations(
+    model: SoftPromptModel, batch: PromptBatch, how: Literal["mean", "max"]
+) -> Float[Tensor, "n layer 1 ffn"]:
+    """Return each neuron's activation pooled over the input (text) tokens.
+
+    The paper's "Avg." and "Max." baselines (§4.1, Fig. 3; official ``probe_acc_mean`` /
+    ``probe_acc_max``): the same threshold procedure on activations pooled over the input
+    tokens, the prompt still in place. On a decoder the text precedes the prompt and
+    cannot see it, so these activations do not depend on the prompt at all.
+    """
+    backbone = model.backbone
+    layout = model.layout(batch)
+    with record_neurons(backbone) as recorded:
+        backbone.model.base_model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
+    stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
+    text = layout.attention_mask.bool().clone()
+    text[torch.arange(len(text))[:, None], layout.prompt_positions] = False
+    weights = text[:, None, :, None]
+    if how == "mean":
+        pooled = (stacked * weights).sum(dim=2) / weights.sum(dim=2)
+    else:
+        pooled = stacked.masked_fill(~weights, float("-inf")).max(dim=2).values
+    return pooled[:, :, None, :]
+
+
+def activations_of(
+    model: SoftPromptModel, batch: PromptBatch, cache: object | None, pooling: Pooling
+) -> Float[Tensor, "n layer prompt ffn"]:
+    """Return the activations a statistic is computed on: at the prompt, or pooled over text."""
+    if pooling == "prompt":
+        return prompt_activations(model, batch, cache)
+    return pooled_activations(model, batch, pooling)
+
+
 class BaselineAccumulator:
     """Running mean of activations over examples (float64 sums, so order does not matter)."""
 
@@ -113,31 +151,42 @@ class BaselineAccumulator:
 
 
 class AccuracyAccumulator:
-    """Counts, per neuron and position, how often ``activation > baseline`` equals the label."""
+    """Counts, per neuron and position, how often ``activation > baseline`` equals the label.
 
-    def __init__(self, baseline: Float[Tensor, "layer prompt ffn"]) -> None:
+    Labels may be one vector ``[n]`` or several labelings at once ``[k, n]`` (e.g. the
+    label-permutation null), which cost one matrix product per batch.
+    """
+
+    def __init__(self, baseline: Float[Tensor, "layer prompt ffn"], labelings: int = 1) -> None:
         self.baseline = baseline
-        self.agree = torch.zeros(baseline.shape, dtype=torch.float64)
+        self.labelings = labelings
+        self.agree = torch.zeros((labelings, *baseline.shape), dtype=torch.float64)
         self.count = 0
 
     def add(
-        self, activations: Float[Tensor, "n layer prompt ffn"], labels: Int[Tensor, " n"]
+        self,
+        activations: Float[Tensor, "n layer prompt ffn"],
+        labels: Int[Tensor, " n"] | Int[Tensor, "k n"],
     ) -> None:
         """Add a batch with binary labels in {0, 1}."""
-        if labels.numel() and not bool(((labels == 0) | (labels == 1)).all()):
+        rows = labels if labels.dim() == 2 else labels[None]
+        if rows.shape[0] != self.labelings:
+            raise ValueError(f"expected {self.labelings} labelings, got {rows.shape[0]}")
+        if rows.numel() and not bool(((rows == 0) | (rows == 1)).all()):
             raise ValueError("threshold accuracy needs binary labels 0/1")
-        above = (activations > self.baseline).reshape(activations.shape[0], -1)
+        above = (activations > self.baseline).reshape(activations.shape[0], -1).to(torch.float32)
         # agree = #(above & y=1) + #(not above & y=0) = sum((2y-1) * above) + #(y=0)
-        signs = (2 * labels - 1).to(torch.float32)
-        agree = signs @ above.to(torch.float32) + float((labels == 0).sum())
-        self.agree += agree.reshape(self.baseline.shape).double()
+        signs = (2 * rows - 1).to(torch.float32)
+        agree = signs @ above + (rows == 0).sum(dim=1, keepdim=True).to(torch.float32)
+        self.agree += agree.reshape(self.agree.shape).double()
         self.count += activations.shape[0]
 
-    def accuracy(self) -> Float[Tensor, "layer prompt ffn"]:
-        """Return Acc(N, p) of eq. 4."""
+    def accuracy(self) -> Float[Tensor, "layer prompt ffn"] | Float[Tensor, "k layer prompt ffn"]:
+        """Return Acc(N, p) of eq. 4 (one per labeling if there are several)."""
         if self.count == 0:
             raise ValueError("no examples were added")
-        return (self.agree / self.count).float()
+        accuracy = (self.agree / self.count).float()
+        return accuracy[0] if self.labelings == 1 else accuracy
 
 
 def _batches(
@@ -152,12 +201,16 @@ def baseline(
     batch_size: int = 32,
     caches: TextCaches | None = None,
     progress: bool = False,
+    pooling: Pooling = "prompt",
 ) -> Float[Tensor, "layer prompt ffn"]:
     """Return each neuron's mean activation at each prompt position over a split.
+
+    ``pooling="mean"`` or ``"max"`` pools over the text tokens instead (one position).
 
     Paper: §3.1, eq. 3 (computed on the training split).
     """
     accumulator = BaselineAccumulator()
+    caches = caches if pooling == "prompt" else None
     total = -(-len(data) // batch_size)
     for batch, cache in tqdm(
         _batches(model, data, batch_size, caches),
@@ -165,7 +218,7 @@ def baseline(
         disable=not progress,
         desc="baseline",
     ):
-        accumulator.add(prompt_activations(model, batch, cache))
+        accumulator.add(activations_of(model, batch, cache, pooling))
     return accumulator.mean()
 
 
@@ -176,18 +229,39 @@ def threshold_accuracy(
     batch_size: int = 32,
     caches: TextCaches | None = None,
     progress: bool = False,
-) -> Float[Tensor, "layer prompt ffn"]:
+    permutations: int = 0,
+    seed: int = 0,
+    pooling: Pooling = "prompt",
+) -> tuple[Float[Tensor, "layer prompt ffn"], Float[Tensor, "perm layer prompt ffn"] | None]:
     """Return, per neuron and prompt position, how often ``a > a_bsl`` equals the label.
+
+    With ``permutations > 0``, the same counts for that many random permutations of the
+    labels over the split are returned too, in the same pass: a null distribution for
+    how predictive neurons look when activations carry no label information.
 
     Paper: §3.1, eq. 4 (computed on dev for ranking, on test for reporting).
     """
-    accumulator = AccuracyAccumulator(baseline_)
+    labels = torch.tensor(list(data["label"]))
+    generator = torch.Generator().manual_seed(seed)
+    shuffled = [
+        labels[torch.randperm(len(labels), generator=generator)] for _ in range(permutations)
+    ]
+    labelings = torch.stack([labels, *shuffled])
+    accumulator = AccuracyAccumulator(baseline_, labelings=len(labelings))
+    caches = caches if pooling == "prompt" else None
     total = -(-len(data) // batch_size)
+    start = 0
     for batch, cache in tqdm(
         _batches(model, data, batch_size, caches),
         total=total,
         disable=not progress,
         desc="accuracy",
     ):
-        accumulator.add(prompt_activations(model, batch, cache), batch.labels)
-    return accumulator.accuracy()
+        n = len(batch.labels)
+        acts = activations_of(model, batch, cache, pooling)
+        accumulator.add(acts, labelings[:, start : start + n])
+        start += n
+    accuracy = accumulator.accuracy()
+    if permutations == 0:
+        return accuracy, None
+    return accuracy[0], accuracy[1:]

@@ -231,6 +231,17 @@ def load_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
     return _prepare(name, model, tokenizer)
 
 
+def random_like(backbone: Backbone, seed: int = 0) -> Backbone:
+    """Return a randomly initialised model of the same architecture and tokenizer.
+
+    The paper's "random model" control (Tab. 3): the same architecture without
+    pre-training, so any predictive neuron it has comes from the prompt alone.
+    """
+    torch.manual_seed(seed)
+    model = type(backbone.model)(backbone.model.config)
+    return _prepare(f"random-{backbone.name}", model, backbone.tokenizer)
+
+
 TINY_WORDS = (
     "the a an and or but not very it this that is was be movie film story plot "
     "good great fine bad awful boring fun love hate best worst loved hated "

@@ -9,11 +9,19 @@ all neurons of the model. Both are available; per layer is the default.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
+from datasets import Dataset
 from jaxtyping import Bool, Float
 from torch import Tensor
+
+from helpers import activations, data
+from helpers.activations import Pooling
+from helpers.data import TaskData, stable_seed
+from helpers.prompting import SoftPromptModel, TextCaches
+from helpers.store import Artefact, ArtefactStore
 
 Selection = Literal["per_layer", "global"]
 Positions = Literal["prompt", "soft"]
@@ -153,3 +161,187 @@ def ranking(scores: Float[Tensor, "layer ffn"]) -> list[tuple[int, int, float]]:
     order = scores.flatten().argsort(descending=True, stable=True)
     width = scores.shape[1]
     return [(int(i) // width, int(i) % width, float(scores.flatten()[i])) for i in order]
+
+
+# ----------------------------------------------------------------------------------
+# Probing trained prompts through the artefact store (chapter 02).
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """What a probe of one prompt computes.
+
+    Attributes:
+        baseline_size: training examples averaged for the baseline (None: the split).
+        pooling: ``prompt`` (the paper's method), or ``mean``/``max`` over input tokens
+            (the paper's "Avg."/"Max." baselines).
+        permutations: label permutations for the null distribution (0: none).
+        batch_size: examples per forward pass.
+    """
+
+    baseline_size: int | None = 500
+    pooling: Pooling = "prompt"
+    permutations: int = 0
+    batch_size: int = 32
+
+
+def _binary_views(task: TaskData) -> dict[str, tuple[Dataset, Dataset, Dataset]]:
+    """The binary (sub)tasks a task is scored on: itself, or its ``pn``/``neu`` subtasks."""
+    if task.spec.n_classes == 2:
+        return {"binary": (task.train, task.dev, task.test)}
+    return {
+        kind: tuple(data.binary_subtask(split, kind) for split in (task.train, task.dev, task.test))
+        for kind in ("pn", "neu")
+    }
+
+
+def probe(
+    model: SoftPromptModel,
+    task: TaskData,
+    config: ProbeConfig,
+    store: ArtefactStore,
+    identity: dict[str, object],
+    upstream: Sequence[str] = (),
+    progress: bool = False,
+    caches: TextCaches | None = None,
+) -> Artefact:
+    """Compute (or load) one prompt's neuron statistics on a task, stage ``neurons``.
+
+    For each binary (sub)task: the baseline on train (eq. 3), the threshold accuracy on dev
+    and on test (eq. 4), and with permutations the best token predictivity under each
+    permutation of the dev labels. Multi-class tasks are scored on their binary subtasks
+    with the multi-class prompt (§3.2).
+
+    Args:
+        identity: what the prompt is (e.g. its artefact key, or "random prompt, seed 3");
+            part of the artefact's key.
+        caches: text caches shared by every prompt probed on this task and backbone.
+    """
+    settings = {"probe": asdict(config), "prompt": identity, "task": task.spec.name}
+
+    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+        tensors: dict[str, Tensor] = {}
+        for view, (train, dev, test) in _binary_views(task).items():
+            subset = (
+                train
+                if config.baseline_size is None
+                else train.select(range(min(config.baseline_size, len(train))))
+            )
+            base = activations.baseline(
+                model, subset, config.batch_size, None, progress, config.pooling
+            )
+            dev_acc, null = activations.threshold_accuracy(
+                model,
+                dev,
+                base,
+                config.batch_size,
+                caches,
+                progress,
+                config.permutations,
+                stable_seed("null", task.spec.name, view),
+                config.pooling,
+            )
+            test_acc, _ = activations.threshold_accuracy(
+                model, test, base, config.batch_size, caches, progress, pooling=config.pooling
+            )
+            tensors |= {f"{view}/baseline": base, f"{view}/dev": dev_acc, f"{view}/test": test_acc}
+            if null is not None:
+                tensors[f"{view}/null_top"] = token_predictivity(null).flatten(1).max(dim=1).values
+        return tensors, {"views": list(_binary_views(task))}
+
+    return store.cached("neurons", settings, compute, upstream)
+
+
+def stacked(artefacts: Sequence[Artefact], name: str) -> Float[Tensor, "trial layer prompt ffn"]:
+    """Stack one statistic (e.g. ``binary/dev``) of several probes, one per trial."""
+    return torch.stack([artefact.tensors()[name] for artefact in artefacts])
+
+
+def views(artefact: Artefact) -> list[str]:
+    """Return the binary (sub)tasks a probe scored: ``binary``, or ``pn`` and ``neu``."""
+    return list(artefact.json("views"))
+
+
+def task_predictivity(
+    artefacts: Sequence[Artefact], mask: Bool[Tensor, " prompt"] | None = None
+) -> dict[str, Float[Tensor, "layer ffn"]]:
+    """Return Pred(N) on dev per binary (sub)task, from one probe per trial."""
+    return {v: predictivity(stacked(artefacts, f"{v}/dev"), mask) for v in views(artefacts[0])}
+
+
+def skill_neurons(
+    artefacts: Sequence[Artefact],
+    fraction: float | None = None,
+    count: int | None = None,
+    how: Selection = "per_layer",
+    mask: Bool[Tensor, " prompt"] | None = None,
+) -> Bool[Tensor, "layer ffn"]:
+    """Select a task's skill neurons from its probes; multi-class tasks share subtasks equally."""
+    scores = list(task_predictivity(artefacts, mask).values())
+    if len(scores) == 1:
+        return select(scores[0], fraction, count, how)
+    share = None if count is None else count // len(scores)
+    part = None if fraction is None else fraction / len(scores)
+    return select_multiclass(scores, part, share, how)
+
+
+def top_neuron(
+    artefacts: Sequence[Artefact], view: str, mask: Bool[Tensor, " prompt"] | None = None
+) -> list[dict[str, float]]:
+    """Report the top skill neuron of a binary (sub)task on test, one row per trial.
+
+    The neuron is the best by Pred(N) on dev; in each trial it is read at the prompt
+    position where its dev accuracy is furthest from chance, and oriented by dev (a
+    neuron below its baseline for the positive class predicts the negative one). Its
+    test accuracy is then a fair held-out number.
+
+    Paper: Tab. 1, "skill neuron" column (binary tasks).
+    """
+    dev = stacked(artefacts, f"{view}/dev")
+    test = stacked(artefacts, f"{view}/test")
+    keep = torch.ones(dev.shape[2], dtype=torch.bool) if mask is None else mask
+    layer, neuron, score = ranking(predictivity(dev, keep))[0]
+    rows = []
+    for trial in range(dev.shape[0]):
+        dev_acc = dev[trial, layer, :, neuron].masked_fill(~keep, 0.5)
+        position = int((dev_acc - 0.5).abs().argmax())
+        positive = bool(dev_acc[position] >= 0.5)
+        test_acc = float(test[trial, layer, position, neuron])
+        rows.append(
+            {
+                "trial": trial,
+                "layer": layer,
+                "neuron": neuron,
+                "position": position,
+                "dev_predictivity": score,
+                "test_accuracy": test_acc if positive else 1 - test_acc,
+            }
+        )
+    return rows
+
+
+def jaccard(a: Bool[Tensor, "*shape"], b: Bool[Tensor, "*shape"]) -> float:
+    """Return |a ∩ b| / |a ∪ b| of two neuron sets (1.0 for two empty sets)."""
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def stability(
+    artefacts: Sequence[Artefact],
+    view: str,
+    count: int,
+    how: Selection = "global",
+    mask: Bool[Tensor, " prompt"] | None = None,
+) -> float:
+    """Mean pairwise Jaccard overlap of the top-``count`` neurons chosen in each trial alone.
+
+    Not in the paper: how reproducible a skill-neuron set is from one prompt to the next.
+    """
+    dev = stacked(artefacts, f"{view}/dev")
+    sets = [
+        select(predictivity(dev[t : t + 1], mask), count=count, how=how) for t in range(len(dev))
+    ]
+    pairs = [(i, j) for i in range(len(sets)) for j in range(i + 1, len(sets))]
+    if not pairs:
+        raise ValueError("stability needs at least two trials")
+    return sum(jaccard(sets[i], sets[j]) for i, j in pairs) / len(pairs)

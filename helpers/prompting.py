@@ -181,7 +181,7 @@ def zero_shot_table(
 # ----------------------------------------------------------------------------------
 # Soft prompts (chapter 01).
 
-Init = Literal["normal", "vocab"]
+Init = Literal["normal", "vocab", "text"]
 
 
 class PromptError(ValueError):
@@ -195,8 +195,9 @@ class PromptConfig:
     Attributes:
         length: trainable soft vectors. The encoder layout adds the frozen ``[MASK]``
             before them (the paper's l = 127 soft tokens is ``length=127``).
-        init: ``normal`` (N(0, init_std²), the paper's) or ``vocab`` (embeddings of
-            tokens drawn uniformly from the vocabulary).
+        init: ``normal`` (N(0, init_std²), the paper's), ``vocab`` (embeddings of
+            tokens drawn uniformly from the vocabulary) or ``text`` (the embeddings of
+            ``init_text``'s tokens, a hand-written prompt; ``length`` must match them).
         init_std: standard deviation of the ``normal`` initialisation (paper: 0.03).
         label_words: one per class, each a single token.
         template: decoder only: words after the soft prompt, before the label word.
@@ -208,6 +209,7 @@ class PromptConfig:
     length: int = 16
     init: Init = "vocab"
     init_std: float = 0.03
+    init_text: str = ""
     label_words: tuple[str, ...] = ("negative", "positive")
     template: str = ""
     separator: str = "\n"
@@ -216,8 +218,10 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if self.length < 1:
             raise PromptError(f"prompt length must be >= 1, got {self.length}")
-        if self.init not in ("normal", "vocab"):
-            raise PromptError(f"init must be 'normal' or 'vocab', got {self.init!r}")
+        if self.init not in ("normal", "vocab", "text"):
+            raise PromptError(f"init must be 'normal', 'vocab' or 'text', got {self.init!r}")
+        if self.init == "text" and not self.init_text:
+            raise PromptError("init='text' needs init_text, the hand-written prompt")
         if self.max_text_tokens < 1:
             raise PromptError(f"max_text_tokens must be >= 1, got {self.max_text_tokens}")
 
@@ -293,6 +297,13 @@ class SoftPromptModel(nn.Module):
         d_model = embedding.weight.shape[1]
         if config.init == "normal":
             initial = torch.randn(config.length, d_model, generator=generator) * config.init_std
+        elif config.init == "text":
+            ids = backbone.tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
+            if len(ids) != config.length:
+                raise PromptError(
+                    f"init_text {config.init_text!r} is {len(ids)} tokens; set length={len(ids)}"
+                )
+            initial = embedding.weight[torch.tensor(ids)].detach().clone()
         else:
             ids = torch.randint(0, embedding.weight.shape[0], (config.length,), generator=generator)
             initial = embedding.weight[ids].detach().clone()
@@ -624,6 +635,15 @@ def train_prompt(
 
 # ----------------------------------------------------------------------------------
 # Trials, saving and loading through the artefact store.
+
+
+def hand_written(backbone: Backbone, text: str, base: PromptConfig) -> PromptConfig:
+    """Return ``base`` turned into a hand-written (hard) prompt: ``text``'s own embeddings.
+
+    The paper's "hard prompt" control (Tab. 3) in the same machinery as soft prompts.
+    """
+    length = len(backbone.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return replace(base, init="text", init_text=text, length=length)
 
 
 def prompt_config_for(

@@ -22,7 +22,7 @@ def test_streaming_statistics_equal_direct_computation(model_type: str, prefix_c
     model = prompting.SoftPromptModel(tiny, config, seed=0, prefix_cache=prefix_cache)
     train, dev = _split(10), _split(7)
     base = activations.baseline(model, train, batch_size=3)
-    acc = activations.threshold_accuracy(model, dev, base, batch_size=4)
+    acc, _ = activations.threshold_accuracy(model, dev, base, batch_size=4)
     stored = torch.cat([activations.prompt_activations(model, b) for b in model.batches(train, 5)])
     assert stored.shape == (10, tiny.n_layers, model.n_scored, tiny.ffn_width)
     torch.testing.assert_close(base, stored.mean(0), rtol=0, atol=1e-6)
@@ -66,3 +66,39 @@ def test_accumulator_known_answers() -> None:
         acc.add(acts[:1], torch.tensor([2]))
     with pytest.raises(ValueError, match="no examples"):
         activations.BaselineAccumulator().mean()
+
+
+def test_permutation_null_shares_the_pass_and_matches_direct_computation() -> None:
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    dev = _split(9)
+    base = activations.baseline(model, dev, batch_size=4)
+    plain, _ = activations.threshold_accuracy(model, dev, base, batch_size=4)
+    acc, null = activations.threshold_accuracy(model, dev, base, 4, permutations=3, seed=5)
+    torch.testing.assert_close(acc, plain)
+    assert null is not None and null.shape == (3, *acc.shape)
+    acts = torch.cat([activations.prompt_activations(model, b) for b in model.batches(dev, 9)])
+    labels = torch.tensor(list(dev["label"]))
+    generator = torch.Generator().manual_seed(5)
+    first = labels[torch.randperm(9, generator=generator)]
+    direct = ((acts > base) == first[:, None, None, None].bool()).float().mean(0)
+    torch.testing.assert_close(null[0], direct, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "llama"])
+def test_pooled_activations_cover_the_text_tokens_only(model_type: str) -> None:
+    tiny = models.tiny_backbone(model_type)
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    batch = next(model.batches(_split(4), 4))
+    layout = model.layout(batch)
+    with activations.record_neurons(tiny, layers=[1]) as recorded:
+        tiny.model.base_model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
+    offset = 0 if tiny.kind == "decoder" else model.n_scored
+    for i in range(4):
+        text = recorded[1][i, offset : offset + int(batch.lengths[i])]
+        mean = activations.pooled_activations(model, batch, "mean")[i, 1, 0]
+        peak = activations.pooled_activations(model, batch, "max")[i, 1, 0]
+        torch.testing.assert_close(mean, text.mean(0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(peak, text.max(0).values)
+    base = activations.baseline(model, _split(6), 3, pooling="max")
+    assert base.shape == (tiny.n_layers, 1, tiny.ffn_width)

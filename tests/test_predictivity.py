@@ -70,3 +70,77 @@ def test_ranking_orders_best_first() -> None:
         (1, 1),
         (0, 0),
     ]
+
+
+def test_jaccard_known_answers() -> None:
+    a = torch.tensor([True, True, False, False])
+    b = torch.tensor([True, False, True, False])
+    assert predictivity.jaccard(a, b) == 1 / 3
+    assert predictivity.jaccard(a, a) == 1.0
+    assert predictivity.jaccard(a, ~a) == 0.0
+
+
+def _probe_task(tiny, three_classes: bool):
+    from helpers import data
+
+    names = ("negative", "neutral", "positive") if three_classes else ("negative", "positive")
+    words = ["a good movie", "the worst film", "great fun", "boring and bad", "loved it", "a film"]
+    texts = [f"{words[i % 6]} {'very ' * (i % 4)}{'and fun' if i % 5 else ''}" for i in range(60)]
+    labels = [i % len(names) for i in range(60)]
+    split = data._dataset(texts, labels, names)
+    spec = data.task_spec("cf_tweets" if three_classes else "rotten_tomatoes")
+    return data.TaskData(
+        spec, split.select(range(30)), split.select(range(30, 45)), split.select(range(45, 60)), "k"
+    )
+
+
+@pytest.mark.parametrize("three_classes", [False, True])
+def test_probe_stores_statistics_per_binary_view(three_classes: bool, store) -> None:
+    from helpers import models, prompting
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, three_classes)
+    words = ("negative", "neutral", "positive") if three_classes else ("negative", "positive")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8, label_words=words)
+    runs = []
+    for seed in range(2):
+        model = prompting.SoftPromptModel(tiny, config, seed=seed)
+        probe_config = predictivity.ProbeConfig(baseline_size=20, permutations=4, batch_size=8)
+        runs.append(predictivity.probe(model, task, probe_config, store, {"seed": seed}))
+    expected = ["pn", "neu"] if three_classes else ["binary"]
+    assert predictivity.views(runs[0]) == expected
+    tensors = runs[0].tensors()
+    assert tensors[f"{expected[0]}/dev"].shape == (tiny.n_layers, 2, tiny.ffn_width)
+    assert tensors[f"{expected[0]}/null_top"].shape == (4,)
+    scores = predictivity.task_predictivity(runs)
+    assert set(scores) == set(expected)
+    assert all(((s >= 0.5) & (s <= 1.0)).all() for s in scores.values())
+    mask = predictivity.skill_neurons(runs, count=4)
+    assert mask.sum(dim=1).tolist() == [4, 4]
+    rows = predictivity.top_neuron(runs, expected[0])
+    assert len(rows) == 2 and all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert 0.0 <= predictivity.stability(runs, expected[0], count=10) <= 1.0
+    again = predictivity.probe(
+        prompting.SoftPromptModel(tiny, config, seed=0),
+        task,
+        predictivity.ProbeConfig(baseline_size=20, permutations=4, batch_size=8),
+        store,
+        {"seed": 0},
+    )
+    assert again.key == runs[0].key
+
+
+def test_top_neuron_is_oriented_on_dev() -> None:
+    class Fake:
+        def __init__(self, dev, test):
+            self._t = {"binary/dev": dev, "binary/test": test}
+
+        def tensors(self):
+            return self._t
+
+    dev = torch.full((1, 2, 3), 0.5)  # [layer, prompt, ffn]
+    test = torch.full((1, 2, 3), 0.5)
+    dev[0, 1, 2], test[0, 1, 2] = 0.1, 0.2  # inhibitory on dev: predicts the other class
+    rows = predictivity.top_neuron([Fake(dev, test)], "binary")
+    assert (rows[0]["layer"], rows[0]["neuron"], rows[0]["position"]) == (0, 2, 1)
+    assert rows[0]["test_accuracy"] == pytest.approx(0.8)
