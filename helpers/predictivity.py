@@ -345,3 +345,81 @@ def stability(
     if not pairs:
         raise ValueError("stability needs at least two trials")
     return sum(jaccard(sets[i], sets[j]) for i, j in pairs) / len(pairs)
+
+
+@torch.no_grad()
+def neuron_values(
+    model: SoftPromptModel,
+    split: Dataset,
+    neurons: Sequence[tuple[int, int, int]],
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> Float[Tensor, "n neuron"]:
+    """Return chosen neurons' activations, each ``(layer, position, index)``, per example."""
+    columns = []
+    for batch, cache in model.eval_batches(split, batch_size, caches):
+        acts = activations.prompt_activations(model, batch, cache)
+        columns.append(
+            torch.stack([acts[:, layer, pos, idx] for layer, pos, idx in neurons], dim=1)
+        )
+    return torch.cat(columns)
+
+
+def logistic_accuracy(
+    train_x: Float[Tensor, "n feature"],
+    train_y: Tensor,
+    test_x: Float[Tensor, "m feature"],
+    test_y: Tensor,
+    steps: int = 200,
+) -> float:
+    """Fit a multinomial logistic regression on train, return its accuracy on test.
+
+    Features are standardised with the training mean and std. Used for the multi-class
+    "skill neuron" accuracy of Tab. 1: the top neuron of each binary subtask as features.
+    """
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    x, x_test = (train_x - mean) / std, (test_x - mean) / std
+    classes = int(max(int(train_y.max()), int(test_y.max()))) + 1
+    linear = torch.nn.Linear(x.shape[1], classes)
+    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=steps)
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(x), train_y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float((linear(x_test).argmax(1) == test_y).float().mean())
+
+
+def multiclass_top_neurons(
+    artefacts: Sequence[Artefact],
+    models_: Sequence[SoftPromptModel],
+    train: Dataset,
+    test: Dataset,
+    mask: Bool[Tensor, " prompt"] | None = None,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> list[dict[str, float]]:
+    """Tab. 1 for a multi-class task: logistic regression on each subtask's top neuron.
+
+    Per trial, the features are the activations of the ``pn`` and ``neu`` top neurons
+    (chosen and positioned on dev, as in `top_neuron`), fitted on ``train`` (e.g. the
+    baseline subset) and scored on ``test`` over all classes.
+    """
+    picks = {view: top_neuron(artefacts, view, mask) for view in views(artefacts[0])}
+    rows = []
+    for trial, model in enumerate(models_):
+        neurons = [
+            (p[trial]["layer"], p[trial]["position"], p[trial]["neuron"]) for p in picks.values()
+        ]
+        train_x = neuron_values(model, train, neurons, batch_size, caches)
+        test_x = neuron_values(model, test, neurons, batch_size, caches)
+        train_y = torch.tensor(list(train["label"]))
+        test_y = torch.tensor(list(test["label"]))
+        rows.append(
+            {"trial": trial, "test_accuracy": logistic_accuracy(train_x, train_y, test_x, test_y)}
+        )
+    return rows

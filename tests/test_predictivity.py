@@ -144,3 +144,33 @@ def test_top_neuron_is_oriented_on_dev() -> None:
     rows = predictivity.top_neuron([Fake(dev, test)], "binary")
     assert (rows[0]["layer"], rows[0]["neuron"], rows[0]["position"]) == (0, 2, 1)
     assert rows[0]["test_accuracy"] == pytest.approx(0.8)
+
+
+def test_logistic_accuracy_separates_separable_classes() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(90, 2, generator=generator)
+    y = torch.arange(90) % 3
+    x[:, 0] += 4 * y  # class is a function of feature 0
+    assert predictivity.logistic_accuracy(x[:60], y[:60], x[60:], y[60:]) > 0.9
+    noise = torch.randn(90, 2, generator=generator)
+    assert predictivity.logistic_accuracy(noise[:60], y[:60], noise[60:], y[60:]) < 0.7
+
+
+def test_multiclass_top_neurons_runs_per_trial(store) -> None:
+    from helpers import models, prompting
+
+    tiny = models.tiny_backbone("gpt2")
+    task = _probe_task(tiny, True)
+    config = prompting.PromptConfig(
+        length=2, max_text_tokens=8, label_words=("negative", "neutral", "positive")
+    )
+    prompts = [prompting.SoftPromptModel(tiny, config, seed=s) for s in range(2)]
+    probe_config = predictivity.ProbeConfig(baseline_size=20, batch_size=8)
+    runs = [
+        predictivity.probe(m, task, probe_config, store, {"seed": s}) for s, m in enumerate(prompts)
+    ]
+    rows = predictivity.multiclass_top_neurons(runs, prompts, task.train, task.test)
+    assert [r["trial"] for r in rows] == [0, 1]
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    values = predictivity.neuron_values(prompts[0], task.test, [(0, 1, 3), (1, 0, 5)])
+    assert values.shape == (len(task.test), 2)
