@@ -91,6 +91,11 @@ class TaskSpec:
         """Whether examples are sentence pairs."""
         return "{text_pair}" in self.template
 
+    @property
+    def hand_prompt(self) -> str:
+        """The words the hard template puts after the text (e.g. `` Sentiment:``)."""
+        return self.template[self.template.rindex("}") + 1 :]
+
     def label_words(self, style: VerbalizerStyle = "shared") -> tuple[str, ...]:
         """Return the verbalizer words for this task.
 

@@ -129,3 +129,87 @@ def training_curves(history: pd.DataFrame, metric: str = "dev_accuracy") -> Figu
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def predictivity_histogram(
+    scores: Mapping[str, np.ndarray], bins: Sequence[float] | None = None, ax: Axes | None = None
+) -> Figure:
+    """Number of neurons per predictivity bin, one bar group per method (Fig. 3).
+
+    Args:
+        scores: method name -> predictivity of every neuron (any shape), in [0.5, 1].
+    """
+    fig, ax = _axes(ax, (6.4, 3.2))
+    edges = np.asarray(bins if bins is not None else np.arange(0.5, 1.0001, 0.05))
+    width = np.diff(edges)[0] / (len(scores) + 1)
+    for i, (name, values) in enumerate(scores.items()):
+        counts, _ = np.histogram(np.asarray(values).ravel(), bins=edges)
+        ax.bar(
+            100 * (edges[:-1] + (i + 0.5) * width), counts, 100 * width, label=name, align="edge"
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("predictivity (%)")
+    ax.set_ylabel("neurons")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def layer_profile(scores: Mapping[str, np.ndarray], ax: Axes | None = None) -> Figure:
+    """Per layer, the median and the maximum predictivity of its neurons, one line per task.
+
+    Args:
+        scores: task -> predictivity ``[layer, ffn]``.
+    """
+    fig, ax = _axes(ax, (6.4, 3.2))
+    for i, (name, values) in enumerate(scores.items()):
+        values = np.asarray(values)
+        layers = np.arange(values.shape[0])
+        color = PALETTE[i % len(PALETTE)]
+        ax.plot(layers, 100 * values.max(axis=1), color=color, label=f"{name} (max)")
+        ax.plot(
+            layers,
+            100 * np.median(values, axis=1),
+            color=color,
+            linestyle=":",
+            label=f"{name} (median)",
+        )
+    ax.set_xlabel("layer")
+    ax.set_ylabel("predictivity (%)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def null_distribution(
+    observed: Mapping[str, float], null: Mapping[str, np.ndarray], ax: Axes | None = None
+) -> Figure:
+    """Per task, the best neuron's predictivity against its label-permutation null.
+
+    Args:
+        observed: task -> top predictivity with the real labels.
+        null: task -> top predictivity under each label permutation.
+    """
+    fig, ax = _axes(ax, (6.4, 3.0))
+    names = list(observed)
+    for j, name in enumerate(names):
+        values = 100 * np.asarray(null[name])
+        ax.scatter(
+            np.full(len(values), j) + np.linspace(-0.15, 0.15, len(values)),
+            values,
+            s=8,
+            color=PALETTE[5],
+            label="shuffled labels" if j == 0 else None,
+        )
+        ax.scatter(
+            [j],
+            [100 * observed[name]],
+            marker="D",
+            color=PALETTE[3],
+            label="real labels" if j == 0 else None,
+        )
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylabel("top neuron predictivity (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

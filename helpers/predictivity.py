@@ -9,7 +9,7 @@ all neurons of the model. Both are available; per layer is the default.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -20,7 +20,8 @@ from torch import Tensor
 from helpers import activations, data
 from helpers.activations import Pooling
 from helpers.data import TaskData, stable_seed
-from helpers.prompting import SoftPromptModel, TextCaches
+from helpers.models import Backbone
+from helpers.prompting import PromptConfig, SoftPromptModel, TextCaches, hand_written
 from helpers.store import Artefact, ArtefactStore
 
 Selection = Literal["per_layer", "global"]
@@ -423,3 +424,77 @@ def multiclass_top_neurons(
             {"trial": trial, "test_accuracy": logistic_accuracy(train_x, train_y, test_x, test_y)}
         )
     return rows
+
+
+def top_accuracy(
+    artefacts: Sequence[Artefact],
+    models_: Sequence[SoftPromptModel],
+    fit: Dataset,
+    test: Dataset,
+    mask: Bool[Tensor, " prompt"] | None = None,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> list[float]:
+    """Return the top skill neuron's test accuracy per trial, the paper's Tab. 1 and 3 number.
+
+    Binary tasks: the top neuron alone (`top_neuron`). Multi-class tasks: a logistic
+    regression on the top neuron of each binary subtask, fitted on ``fit``
+    (`multiclass_top_neurons`).
+    """
+    names = views(artefacts[0])
+    if names == ["binary"]:
+        return [row["test_accuracy"] for row in top_neuron(artefacts, "binary", mask)]
+    rows = multiclass_top_neurons(artefacts, models_, fit, test, mask, batch_size, caches)
+    return [row["test_accuracy"] for row in rows]
+
+
+def scored_mask(model: SoftPromptModel, positions: Positions = "prompt") -> Bool[Tensor, " prompt"]:
+    """Return `position_mask` for a prompt model's own layout."""
+    predict_index = 0 if model.backbone.kind == "encoder" else model.n_scored - 1
+    return position_mask(
+        model.n_scored, predict_index, model.config.length, model.backbone.kind, positions
+    )
+
+
+def probe_trials(
+    models_: Sequence[SoftPromptModel],
+    prompts: Sequence[Artefact],
+    task: TaskData,
+    config: ProbeConfig,
+    store: ArtefactStore,
+    caches: TextCaches | None = None,
+) -> list[Artefact]:
+    """Probe each trial's trained prompt (`probe`), keyed by the prompt's artefact."""
+    return [
+        probe(
+            model,
+            task,
+            config,
+            store,
+            {"prompt": prompt.key},
+            [prompt.key, task.key],
+            caches=caches,
+        )
+        for model, prompt in zip(models_, prompts, strict=True)
+    ]
+
+
+def control_prompts(
+    backbone: Backbone,
+    random_backbone: Backbone,
+    config: PromptConfig,
+    hand_text: str,
+    seed: int = 0,
+) -> dict[str, SoftPromptModel]:
+    """The paper's untuned controls (Tab. 3), laid out like the trained prompts.
+
+    ``random prompt``: an untrained prompt drawn like the trained ones' initialisation;
+    ``hand-written prompt``: the embeddings of ``hand_text``; ``random model``: a random
+    prompt on a randomly initialised backbone of the same architecture.
+    """
+    untrained = replace(config, init="vocab" if config.init == "text" else config.init)
+    return {
+        "random prompt": SoftPromptModel(backbone, untrained, seed=seed),
+        "hand-written prompt": SoftPromptModel(backbone, hand_written(backbone, hand_text, config)),
+        "random model": SoftPromptModel(random_backbone, untrained, seed=seed),
+    }

@@ -77,9 +77,15 @@ def check_profile(profile: str, root: Path = ROOT) -> None:
 
 
 def execute(
-    profile: str, out: Path, root: Path = ROOT, only: list[str] | None = None
+    profile: str,
+    out: Path,
+    root: Path = ROOT,
+    only: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Execute every chapter (or those whose name starts with one of ``only``) in order.
+
+    ``extra`` overrides parameters on top of the profile (e.g. another ``store_dir``).
 
     Returns:
         one status row per notebook: name, seconds, parameters injected.
@@ -87,7 +93,7 @@ def execute(
     import papermill
 
     check_profile(profile, root)
-    overrides = load_profile(profile, root)
+    overrides = load_profile(profile, root) | (extra or {})
     out.mkdir(parents=True, exist_ok=True)
     status = []
     for notebook in notebooks(root):

@@ -174,3 +174,31 @@ def test_multiclass_top_neurons_runs_per_trial(store) -> None:
     assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
     values = predictivity.neuron_values(prompts[0], task.test, [(0, 1, 3), (1, 0, 5)])
     assert values.shape == (len(task.test), 2)
+
+
+def test_controls_and_scored_mask() -> None:
+    from helpers import data, models, prompting
+
+    tiny = models.tiny_backbone("llama")
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    hand = data.task_spec("rotten_tomatoes").hand_prompt
+    assert hand == " Sentiment:"
+    random_backbone = models.random_like(tiny, seed=1)
+    assert random_backbone.name == "random-tiny-llama"
+    same = [
+        torch.equal(a, b)
+        for a, b in zip(tiny.model.parameters(), random_backbone.model.parameters(), strict=True)
+    ]
+    assert not all(same)
+    controls = predictivity.control_prompts(tiny, random_backbone, config, "sentiment :", seed=2)
+    assert set(controls) == {"random prompt", "hand-written prompt", "random model"}
+    written = controls["hand-written prompt"]
+    ids = tiny.tokenizer("sentiment :", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(written.prompt, tiny.model.get_input_embeddings().weight[ids])
+    assert written.config.length == 2
+    mask = predictivity.scored_mask(controls["random prompt"], "soft")
+    assert mask.tolist() == [True, True, False]
+    with pytest.raises(prompting.PromptError, match="is 2 tokens"):
+        prompting.SoftPromptModel(
+            tiny, prompting.PromptConfig(length=3, init="text", init_text="sentiment :")
+        )

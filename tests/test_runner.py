@@ -70,7 +70,7 @@ def test_embedded_profile_injects_nothing() -> None:
 @pytest.mark.notebooks
 def test_chapters_execute_and_the_book_builds_in_the_ci_profile(tmp_path: Path) -> None:
     executed = tmp_path / "_build" / "executed"
-    rows = runner.execute("ci", executed)
+    rows = runner.execute("ci", executed, extra={"store_dir": str(tmp_path / "artefacts")})
     assert [row["notebook"] for row in rows] == [nb.stem for nb in NOTEBOOKS]
     for notebook in NOTEBOOKS:
         cells = nbformat.read(executed / notebook.name, as_version=4).cells
