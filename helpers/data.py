@@ -759,12 +759,16 @@ def binary_subtask(data: Dataset, kind: Subtask, seed: int = 0) -> Dataset:
         raise ValueError(f"unknown subtask {kind!r}; use 'pn' or 'neu'")
     rng = np.random.default_rng(stable_seed("subtask", kind, seed))
     chosen = _draw(mapped, np.arange(len(keep)), None, True, rng)
-    return _dataset(
-        [data[int(i)]["text"] for i in keep[chosen]],
-        mapped[chosen].tolist(),
-        sub_names,
-        [data[int(i)]["text_pair"] for i in keep[chosen]],
+    rows = data.select(keep[chosen].tolist())
+    subtask = _dataset(
+        list(rows["text"]), mapped[chosen].tolist(), sub_names, list(rows["text_pair"])
     )
+    # A fingerprint derived from the parent's, so that the same subtask of the same split
+    # is recognised as such (text caches are keyed by it) instead of a random one.
+    subtask._fingerprint = hashlib.sha256(
+        f"{data._fingerprint}|{kind}|{seed}".encode()
+    ).hexdigest()[:16]
+    return subtask
 
 
 def verbalizer_ids(tokenizer: Any, words: Sequence[str], leading_space: bool = True) -> list[int]:

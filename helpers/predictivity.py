@@ -229,7 +229,7 @@ def probe(
                 else train.select(range(min(config.baseline_size, len(train))))
             )
             base = activations.baseline(
-                model, subset, config.batch_size, None, progress, config.pooling
+                model, subset, config.batch_size, caches, progress, config.pooling
             )
             dev_acc, null = activations.threshold_accuracy(
                 model,

@@ -192,3 +192,11 @@ def test_embedded_tasks_load_real_data(name: str, store) -> None:
         assert len(counts) == task.spec.n_classes and counts.min() == counts.max()
         assert all(len(text) > 0 for text in task.split(split)["text"])
     assert all(pair is not None for pair in task.train["text_pair"]) == task.spec.has_pair
+
+
+def test_binary_subtask_fingerprint_is_stable_for_the_same_split() -> None:
+    names = ("negative", "neutral", "positive")
+    split = data._dataset([f"t{i}" for i in range(30)], [i % 3 for i in range(30)], names)
+    first, second = data.binary_subtask(split, "pn"), data.binary_subtask(split, "pn")
+    assert first._fingerprint == second._fingerprint
+    assert first._fingerprint != data.binary_subtask(split, "neu")._fingerprint

@@ -202,3 +202,16 @@ def test_controls_and_scored_mask() -> None:
         prompting.SoftPromptModel(
             tiny, prompting.PromptConfig(length=3, init="text", init_text="sentiment :")
         )
+
+
+def test_probe_shares_text_caches_for_every_split(store) -> None:
+    from helpers import models, prompting
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, False)
+    caches = prompting.TextCaches()
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    predictivity.probe(
+        model, task, predictivity.ProbeConfig(20, batch_size=8), store, {"a": 1}, caches=caches
+    )
+    assert len(caches._items) == 3  # baseline subset, dev and test
