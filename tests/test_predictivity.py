@@ -215,3 +215,31 @@ def test_probe_shares_text_caches_for_every_split(store) -> None:
         model, task, predictivity.ProbeConfig(20, batch_size=8), store, {"a": 1}, caches=caches
     )
     assert len(caches._items) == 3  # baseline subset, dev and test
+
+
+def test_multiclass_probe_equals_direct_computation_on_the_subtasks(store) -> None:
+    from helpers import activations, data, models, prompting
+
+    tiny = models.tiny_backbone("gpt2")
+    task = _probe_task(tiny, True)
+    words = ("negative", "neutral", "positive")
+    model = prompting.SoftPromptModel(
+        tiny, prompting.PromptConfig(length=2, max_text_tokens=8, label_words=words)
+    )
+    probe = predictivity.probe(
+        model, task, predictivity.ProbeConfig(None, batch_size=7), store, {"m": 1}
+    )
+    tensors = probe.tensors()
+    for view in ("pn", "neu"):
+        train, dev = data.binary_subtask(task.train, view), data.binary_subtask(task.dev, view)
+        acts = torch.cat(
+            [activations.prompt_activations(model, b) for b in model.batches(train, 100)]
+        )
+        base = acts.mean(0)
+        torch.testing.assert_close(tensors[f"{view}/baseline"], base, rtol=0, atol=1e-6)
+        dev_acts = torch.cat(
+            [activations.prompt_activations(model, b) for b in model.batches(dev, 100)]
+        )
+        labels = torch.tensor(list(dev["label"]))
+        direct = ((dev_acts > base) == labels[:, None, None, None].bool()).float().mean(0)
+        torch.testing.assert_close(tensors[f"{view}/dev"], direct, rtol=0, atol=1e-6)
