@@ -25,19 +25,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers.resources import sha256_file
+
 FORMAT = 1
 
 
 class CorruptArtefactError(RuntimeError):
     """An artefact's files do not match the checksums in its ``meta.json``."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def canonical_json(value: Any) -> str:
@@ -118,7 +112,7 @@ class ArtefactStore:
             raise CorruptArtefactError(f"artefact {stage}/{key} has a broken meta.json") from error
         for name, digest in files.items():
             file = folder / name
-            if not file.exists() or _sha256(file) != digest:
+            if not file.exists() or sha256_file(file) != digest:
                 raise CorruptArtefactError(
                     f"artefact {stage}/{key}: file {name} is missing or fails its sha256"
                 )
@@ -171,7 +165,7 @@ class ArtefactStore:
                 "versions": versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "seconds": seconds,
-                "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir())},
+                "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
             if final.exists():
