@@ -9,6 +9,7 @@ Paper: §2.1, eq. 1 (the label word's likelihood at the prediction position).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
@@ -479,12 +480,30 @@ class TextCaches:
     """Tokenised evaluation batches and their decoder text caches, kept across prompts.
 
     A split's text does not depend on the prompt, so every trial and every evaluation of
-    one task can share them. Memory grows with the split sizes: about 46 KB per text
-    token for SmolLM2-135M.
+    one task can share them. They cost memory (about 46 KB per text token for
+    SmolLM2-135M), so at most ``max_bytes`` are kept: the least recently used split is
+    dropped first and recomputed if it is needed again.
     """
 
-    def __init__(self) -> None:
-        self._items: dict[tuple[object, ...], list[tuple[PromptBatch, DynamicCache | None]]] = {}
+    def __init__(self, max_bytes: int = 4 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[object, ...], list[tuple[PromptBatch, DynamicCache | None]]]
+        self._items = OrderedDict()
+        self._sizes: dict[tuple[object, ...], int] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the kept caches."""
+        return sum(self._sizes.values())
+
+    @staticmethod
+    def _bytes(entry: list[tuple[PromptBatch, DynamicCache | None]]) -> int:
+        total = 0
+        for batch, cache in entry:
+            total += batch.input_ids.nbytes + batch.attention_mask.nbytes
+            for layer in cache.layers if cache is not None else []:
+                total += layer.keys.nbytes + layer.values.nbytes
+        return total
 
     def batches(
         self, model: SoftPromptModel, data: Dataset, batch_size: int
@@ -499,12 +518,19 @@ class TextCaches:
             config.separator,
             model.prefix_cache,
         )
-        if key not in self._items:
-            self._items[key] = [
-                (batch, model.text_cache(batch) if model.prefix_cache else None)
-                for batch in model.batches(data, batch_size)
-            ]
-        return self._items[key]
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        entry = [
+            (batch, model.text_cache(batch) if model.prefix_cache else None)
+            for batch in model.batches(data, batch_size)
+        ]
+        size = self._bytes(entry)
+        while self._items and self.nbytes + size > self.max_bytes:
+            oldest, _ = self._items.popitem(last=False)
+            del self._sizes[oldest]
+        self._items[key], self._sizes[key] = entry, size
+        return entry
 
 
 @dataclass(frozen=True)

@@ -261,3 +261,20 @@ def test_embedded_backbone_cached_prefix_equals_full_layout() -> None:
     full = prompting.SoftPromptModel(backbone, config, seed=0, prefix_cache=False)
     batch = next(cached.batches(_pairs(), 6))
     torch.testing.assert_close(cached(batch), full(batch), rtol=1e-4, atol=1e-4)
+
+
+def test_text_caches_drop_the_least_recently_used_split_beyond_their_budget() -> None:
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    first, second = _pairs().select(range(3)), _pairs().select(range(3, 6))
+    probe = prompting.TextCaches()
+    probe.batches(model, first, 3)
+    one_split = probe.nbytes
+    caches = prompting.TextCaches(max_bytes=int(1.5 * one_split))
+    caches.batches(model, first, 3)
+    caches.batches(model, second, 3)
+    assert len(caches._items) == 1 and caches.nbytes <= 1.5 * one_split
+    assert (
+        model.evaluate(first, 3, caches=caches).predictions.tolist()
+        == model.evaluate(first, 3).predictions.tolist()
+    )
