@@ -189,12 +189,6 @@ class AccuracyAccumulator:
         return accuracy[0] if self.labelings == 1 else accuracy
 
 
-def _batches(
-    model: SoftPromptModel, data: Dataset, batch_size: int, caches: TextCaches | None
-) -> Iterator[tuple[PromptBatch, object | None]]:
-    yield from model.eval_batches(data, batch_size, caches)
-
-
 def baseline(
     model: SoftPromptModel,
     data: Dataset,
@@ -213,7 +207,7 @@ def baseline(
     caches = caches if pooling == "prompt" else None
     total = -(-len(data) // batch_size)
     for batch, cache in tqdm(
-        _batches(model, data, batch_size, caches),
+        model.eval_batches(data, batch_size, caches),
         total=total,
         disable=not progress,
         desc="baseline",
@@ -250,17 +244,13 @@ def threshold_accuracy(
     accumulator = AccuracyAccumulator(baseline_, labelings=len(labelings))
     caches = caches if pooling == "prompt" else None
     total = -(-len(data) // batch_size)
-    start = 0
     for batch, cache in tqdm(
-        _batches(model, data, batch_size, caches),
+        model.eval_batches(data, batch_size, caches),
         total=total,
         disable=not progress,
         desc="accuracy",
     ):
-        n = len(batch.labels)
-        acts = activations_of(model, batch, cache, pooling)
-        accumulator.add(acts, labelings[:, start : start + n])
-        start += n
+        accumulator.add(activations_of(model, batch, cache, pooling), labelings[:, batch.rows])
     accuracy = accumulator.accuracy()
     if permutations == 0:
         return accuracy, None

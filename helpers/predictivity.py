@@ -357,13 +357,13 @@ def neuron_values(
     caches: TextCaches | None = None,
 ) -> Float[Tensor, "n neuron"]:
     """Return chosen neurons' activations, each ``(layer, position, index)``, per example."""
-    columns = []
+    values = torch.empty(len(split), len(neurons))
     for batch, cache in model.eval_batches(split, batch_size, caches):
         acts = activations.prompt_activations(model, batch, cache)
-        columns.append(
-            torch.stack([acts[:, layer, pos, idx] for layer, pos, idx in neurons], dim=1)
+        values[batch.rows] = torch.stack(
+            [acts[:, layer, pos, idx] for layer, pos, idx in neurons], dim=1
         )
-    return torch.cat(columns)
+    return values
 
 
 def logistic_accuracy(

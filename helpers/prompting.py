@@ -236,11 +236,13 @@ class PromptBatch:
             special tokens for encoders, without for decoders.
         attention_mask: 1 for real text tokens, ``[n, text]``.
         labels: class indices, ``[n]``.
+        rows: each example's row in its split, ``[n]`` (batches may be sorted by length).
     """
 
     input_ids: Int[Tensor, "n text"]
     attention_mask: Int[Tensor, "n text"]
     labels: Int[Tensor, " n"]
+    rows: Int[Tensor, " n"] | None = None
 
     @property
     def lengths(self) -> Int[Tensor, " n"]:
@@ -329,10 +331,15 @@ class SoftPromptModel(nn.Module):
         return self.config.length + len(self.template_ids)
 
     def encode(
-        self, texts: Sequence[str], pairs: Sequence[str | None], labels: Sequence[int]
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str | None],
+        labels: Sequence[int],
+        rows: Sequence[int] | None = None,
     ) -> PromptBatch:
         """Tokenise a batch of texts (and pairs), each cut to ``max_text_tokens``."""
         tokenizer, limit = self.backbone.tokenizer, self.config.max_text_tokens
+        index = None if rows is None else torch.tensor(list(rows))
         if self.backbone.kind == "encoder":
             cut = [truncate(tokenizer, t, limit) for t in texts]
             cut_pairs = [truncate(tokenizer, p, limit) if p else None for p in pairs]
@@ -341,7 +348,7 @@ class SoftPromptModel(nn.Module):
                 cut, cut_pairs if has_pairs else None, padding=True, return_tensors="pt"
             )
             return PromptBatch(
-                encoded["input_ids"], encoded["attention_mask"], torch.tensor(list(labels))
+                encoded["input_ids"], encoded["attention_mask"], torch.tensor(list(labels)), index
             )
         sep = tokenizer(self.config.separator, add_special_tokens=False)["input_ids"]
         rows = []
@@ -355,7 +362,7 @@ class SoftPromptModel(nn.Module):
         )
         lengths = torch.tensor([len(r) for r in rows])
         attention = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
-        return PromptBatch(input_ids, attention, torch.tensor(list(labels)))
+        return PromptBatch(input_ids, attention, torch.tensor(list(labels)), index)
 
     def _suffix(self) -> Float[Tensor, "prompt d"]:
         """The decoder's prompt positions: soft vectors, then the template's embeddings."""
@@ -433,23 +440,46 @@ class SoftPromptModel(nn.Module):
         at = hidden[:, 0] if self.backbone.kind == "encoder" else hidden[:, -1]
         return self.backbone.head()(at)[:, self.label_ids]
 
+    def text_lengths(self, data: Dataset) -> np.ndarray:
+        """Return each example's text tokens as ``encode`` cuts them (pair and separator in)."""
+        tokenizer, limit = self.backbone.tokenizer, self.config.max_text_tokens
+        sep = len(tokenizer(self.config.separator, add_special_tokens=False)["input_ids"])
+        texts = tokenizer(list(data["text"]), add_special_tokens=False)["input_ids"]
+        pairs = list(data["text_pair"])
+        present = [p for p in pairs if p]
+        pair_ids = iter(
+            tokenizer(present, add_special_tokens=False)["input_ids"] if present else []
+        )
+        lengths = [
+            min(len(t), limit) + (sep + min(len(next(pair_ids)), limit) if p else 0)
+            for t, p in zip(texts, pairs, strict=True)
+        ]
+        return np.array(lengths, dtype=np.int64)
+
     def batches(
         self, data: Dataset, batch_size: int, order: np.ndarray | None = None
     ) -> Iterator[PromptBatch]:
         """Yield laid-out batches of a split, in ``order`` if given."""
-        indices = np.arange(len(data)) if order is None else order
+        indices = np.arange(len(data)) if order is None else np.asarray(order)
         for start in range(0, len(indices), batch_size):
-            rows = data.select(indices[start : start + batch_size].tolist())
-            yield self.encode(list(rows["text"]), list(rows["text_pair"]), list(rows["label"]))
+            chosen = indices[start : start + batch_size].tolist()
+            rows = data.select(chosen)
+            yield self.encode(
+                list(rows["text"]), list(rows["text_pair"]), list(rows["label"]), chosen
+            )
 
     def eval_batches(
         self, data: Dataset, batch_size: int, caches: TextCaches | None = None
     ) -> Iterator[tuple[PromptBatch, DynamicCache | None]]:
-        """Yield a split's batches in order, with their text caches where kept."""
+        """Yield a split's batches, shortest texts first, with their text caches where kept.
+
+        Sorting by length wastes less compute on padding; each batch's ``rows`` say
+        where its examples sit in ``data``.
+        """
         if caches is not None:
             yield from caches.batches(self, data, batch_size)
             return
-        for batch in self.batches(data, batch_size):
+        for batch in self.batches(data, batch_size, length_order(self.text_lengths(data))):
             yield batch, None
 
     @torch.no_grad()
@@ -467,13 +497,38 @@ class SoftPromptModel(nn.Module):
         """
         if len(data) == 0:
             raise ValueError("cannot evaluate on an empty split")
-        labels, predictions = [], []
+        labels = np.asarray(list(data["label"]))
+        predictions = np.empty(len(data), dtype=np.int64)
         total = -(-len(data) // batch_size)
         batches = self.eval_batches(data, batch_size, caches)
         for batch, cache in tqdm(batches, total=total, disable=not progress):
-            predictions.append(self(batch, cache).argmax(dim=1).numpy())
-            labels.append(batch.labels.numpy())
-        return Evaluation(np.concatenate(labels), np.concatenate(predictions))
+            predictions[batch.rows.numpy()] = self(batch, cache).argmax(dim=1).numpy()
+        return Evaluation(labels, predictions)
+
+
+def length_order(lengths: np.ndarray) -> np.ndarray:
+    """Return the indices of ``lengths`` from shortest to longest (stable)."""
+    return np.argsort(lengths, kind="stable")
+
+
+def bucketed_order(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, window: int
+) -> np.ndarray:
+    """Return a random order whose batches hold examples of similar length.
+
+    The examples are shuffled, cut into windows of ``window`` batches, each window sorted
+    by length and cut into batches, and the batches shuffled. Padding shrinks while every
+    example is still seen once per epoch in a seed-dependent order; ``window=1`` keeps
+    the batches of a plain shuffle.
+    """
+    order = rng.permutation(len(lengths))
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
 
 class TextCaches:
@@ -521,9 +576,10 @@ class TextCaches:
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
+        order = length_order(model.text_lengths(data))
         entry = [
             (batch, model.text_cache(batch) if model.prefix_cache else None)
-            for batch in model.batches(data, batch_size)
+            for batch in model.batches(data, batch_size, order)
         ]
         size = self._bytes(entry)
         while self._items and self.nbytes + size > self.max_bytes:
@@ -550,6 +606,9 @@ class TrainConfig:
         mode: ``train`` keeps dropout on, as the official code does; ``eval`` turns it off.
         reuse_text_cache: keep the dev and test batches' text caches across evaluations
             and trials (decoders; costs memory, saves most of the evaluation time).
+        length_window: training batches are drawn from windows of this many batches sorted
+            by text length, which cuts padding (`bucketed_order`); 1 is a plain shuffle,
+            as in the official code.
     """
 
     lr: float = 1e-2
@@ -565,9 +624,10 @@ class TrainConfig:
     eval_batch_size: int = 32
     mode: Literal["train", "eval"] = "train"
     reuse_text_cache: bool = True
+    length_window: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("lr", "batch_size", "max_steps", "eval_every", "patience"):
+        for name in ("lr", "batch_size", "max_steps", "eval_every", "patience", "length_window"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -625,9 +685,11 @@ def train_prompt(
     history: list[dict[str, float]] = []
     losses: list[float] = []
     since_best, step = 0, 0
+    lengths = model.text_lengths(train)
     bar = tqdm(total=config.max_steps, disable=not progress, desc="prompt tuning", leave=False)
     while step < config.max_steps and since_best < config.patience:
-        for batch in model.batches(train, config.batch_size, rng.permutation(len(train))):
+        order = bucketed_order(lengths, config.batch_size, rng, config.length_window)
+        for batch in model.batches(train, config.batch_size, order):
             model.backbone.model.train(config.mode == "train")
             loss = nn.functional.cross_entropy(model(batch), batch.labels)
             optimizer.zero_grad()

@@ -278,3 +278,45 @@ def test_text_caches_drop_the_least_recently_used_split_beyond_their_budget() ->
         model.evaluate(first, 3, caches=caches).predictions.tolist()
         == model.evaluate(first, 3).predictions.tolist()
     )
+
+
+def test_evaluation_is_in_split_order_although_batches_go_by_length() -> None:
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    split = _pairs()
+    lengths = model.text_lengths(split)
+    assert lengths.tolist() == [int(b.lengths[0]) for b in map(_single(model, split), range(6))]
+    whole = model.evaluate(split, batch_size=4)
+    one_by_one = [int(model.evaluate(split.select([i]), 1).predictions[0]) for i in range(6)]
+    assert whole.predictions.tolist() == one_by_one
+    assert whole.labels.tolist() == list(split["label"])
+    rows = [b.rows.tolist() for b, _ in model.eval_batches(split, 4)]
+    assert sorted(sum(rows, [])) == list(range(6))
+    assert [lengths[r].tolist() for r in rows] == [sorted(lengths[r]) for r in rows]
+
+
+def _single(model: prompting.SoftPromptModel, split: data.Dataset):
+    return lambda i: next(model.batches(split.select([i]), 1))
+
+
+def test_bucketed_order_is_a_permutation_with_batches_of_similar_length() -> None:
+    lengths = np.random.default_rng(0).integers(1, 100, size=203)
+    order = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), window=16)
+    assert sorted(order.tolist()) == list(range(203))
+    batches = [order[i : i + 8] for i in range(0, 203, 8)]
+    plain = [np.random.default_rng(1).permutation(203)[i : i + 8] for i in range(0, 203, 8)]
+
+    def padding(bs: list[np.ndarray]) -> int:
+        return sum(int(lengths[b].max() * len(b) - lengths[b].sum()) for b in bs)
+
+    assert padding(batches) < 0.5 * padding(plain)
+    again = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), window=16)
+    assert order.tolist() == again.tolist()
+    other = prompting.bucketed_order(lengths, 8, np.random.default_rng(2), window=16)
+    assert order.tolist() != other.tolist()
+    # Window 1 keeps a plain shuffle's batches (200 examples: no short batch to move).
+    one = prompting.bucketed_order(lengths[:200], 8, np.random.default_rng(1), window=1)
+    shuffled = np.random.default_rng(1).permutation(200)
+    assert sorted(sorted(one[i : i + 8].tolist()) for i in range(0, 200, 8)) == sorted(
+        sorted(shuffled[i : i + 8].tolist()) for i in range(0, 200, 8)
+    )
