@@ -213,3 +213,26 @@ def null_distribution(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def pruning_tradeoff(sweep: pd.DataFrame, ax: Axes | None = None) -> Figure:
+    """Accuracy against speed-up as the kept fraction varies (one point per fraction).
+
+    ``sweep`` has columns ``kept_fraction``, ``accuracy``, ``speedup`` (measured) and
+    ``flop_limit``; the unpruned model is the point at speed-up 1 if present.
+    """
+    fig, ax = _axes(ax)
+    ax.plot(sweep["speedup"], sweep["accuracy"], marker="o", label="measured")
+    ax.plot(sweep["flop_limit"], sweep["accuracy"], marker="x", linestyle=":", label="FLOP limit")
+    for _, row in sweep.iterrows():
+        ax.annotate(
+            f"{100 * row['kept_fraction']:g}%",
+            (row["speedup"], row["accuracy"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
+    ax.set_xlabel("speed-up over the original (×)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend()
+    return fig

@@ -764,17 +764,39 @@ def run_trial(
     store: ArtefactStore,
     progress: bool = True,
     caches: TextCaches | None = None,
+    start: Artefact | None = None,
 ) -> Artefact:
     """Train one trial's prompt and score it on test, or load it if already stored.
 
     The artefact (stage ``prompts``) holds ``tensors.safetensors`` with the prompt and
     ``config.json``, ``history.json`` and ``metrics.json``.
+
+    Args:
+        start: a stored prompt to start from instead of ``prompt.init`` (e.g. to
+            retrain a prompt on a pruned backbone); it must have the same embedding size.
+
+    Raises:
+        PromptError: ``start`` has another embedding size or length.
     """
     config = _trial_config(backbone, task, prompt, train, seed)
+    upstream = [task.key]
+    if start is not None:
+        started = start.json("config")
+        if started["d_model"] != config["d_model"] or started["prompt"]["length"] != prompt.length:
+            raise PromptError(
+                f"cannot start from prompt {start.key}: it has {started['prompt']['length']} "
+                f"vectors of size {started['d_model']}, this trial needs {prompt.length} of "
+                f"size {config['d_model']}"
+            )
+        config["start"] = start.key
+        upstream.append(start.key)
 
     def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
         trial_seed = stable_seed("trial", task.spec.name, seed)
         model = SoftPromptModel(backbone, prompt, seed=trial_seed)
+        if start is not None:
+            with torch.no_grad():
+                model.prompt.copy_(start.tensors()["prompt"])
         result = train_prompt(model, task.train, task.dev, train, trial_seed, progress, caches)
         test = model.evaluate(task.test, train.eval_batch_size, caches=caches)
         metrics = {
@@ -789,7 +811,7 @@ def run_trial(
             "metrics": metrics,
         }
 
-    return store.cached("prompts", config, compute, upstream=[task.key])
+    return store.cached("prompts", config, compute, upstream=upstream)
 
 
 def run_trials(
@@ -804,6 +826,24 @@ def run_trials(
     """Run (or load) one trial per seed, sharing the dev and test text caches."""
     caches = TextCaches() if train.reuse_text_cache else None
     return [run_trial(backbone, task, prompt, train, s, store, progress, caches) for s in seeds]
+
+
+def moved(model: SoftPromptModel, backbone: Backbone) -> SoftPromptModel:
+    """Return the same prompt on another backbone with the same embeddings (e.g. pruned).
+
+    Raises:
+        PromptError: the other backbone's embedding size differs.
+    """
+    d_model = backbone.model.get_input_embeddings().weight.shape[1]
+    if model.prompt.shape[1] != d_model:
+        raise PromptError(
+            f"a prompt of size {model.prompt.shape[1]} cannot run on {backbone.name!r} "
+            f"(d_model {d_model})"
+        )
+    other = SoftPromptModel(backbone, model.config, prefix_cache=model.prefix_cache)
+    with torch.no_grad():
+        other.prompt.copy_(model.prompt)
+    return other
 
 
 def load_prompt(artefact: Artefact, backbone: Backbone) -> SoftPromptModel:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -320,3 +322,29 @@ def test_bucketed_order_is_a_permutation_with_batches_of_similar_length() -> Non
     assert sorted(sorted(one[i : i + 8].tolist()) for i in range(0, 200, 8)) == sorted(
         sorted(shuffled[i : i + 8].tolist()) for i in range(0, 200, 8)
     )
+
+
+def test_a_trial_can_start_from_a_stored_prompt_on_a_backbone_of_the_same_width(store) -> None:
+    tiny = models.tiny_backbone("llama")
+    task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    first = prompting.run_trial(
+        tiny, task, config, prompting.TrainConfig(max_steps=2, eval_every=1), 0, store, False
+    )
+    # No training step at all (lr 0): the stored start comes back unchanged.
+    still = prompting.TrainConfig(max_steps=1, eval_every=1, lr=1e-30)
+    other = models.tiny_backbone("llama", seed=5)
+    resumed = prompting.run_trial(other, task, config, still, 0, store, False, start=first)
+    torch.testing.assert_close(resumed.tensors()["prompt"], first.tensors()["prompt"])
+    assert resumed.json("config")["start"] == first.key
+    moved = prompting.moved(prompting.load_prompt(first, tiny), other)
+    torch.testing.assert_close(moved.prompt, first.tensors()["prompt"], rtol=0, atol=0)
+    assert moved.backbone is other
+    with pytest.raises(prompting.PromptError, match="cannot start from prompt"):
+        prompting.run_trial(
+            other, task, replace(config, length=4), still, 0, store, False, start=first
+        )
+    narrow = prompting.SoftPromptModel(tiny, config)
+    narrow.prompt = torch.nn.Parameter(torch.zeros(3, 7))
+    with pytest.raises(prompting.PromptError, match="cannot run on 'tiny-gpt2'"):
+        prompting.moved(narrow, models.tiny_backbone("gpt2"))

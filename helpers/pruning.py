@@ -1,0 +1,348 @@
+"""Structured pruning: keep only the skill neurons of the upper layers, fold the rest.
+
+For each pruned layer, the FFN keeps the rows of its input projections (gate and up for
+gated MLPs) and the columns of its output projection that belong to the kept neurons.
+Every removed neuron is fixed at its baseline activation, a constant, so its
+contribution ``a_bsl,i · V_i`` is added to the output projection's bias (created where the
+projection had none). Only removed neurons are folded: the official code folds the
+kept ones too, counting their baseline twice (`paper-spec.md` §8a).
+
+The pruned model computes exactly what the original computes with the removed neurons
+fixed at their baselines (`perturbation.perturbed(..., how="value")`), at every position.
+
+Paper: §6.1, Tab. 4; official code ``src/prune.py``, ``src/helper/getprunestructure.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from datasets import Dataset
+from jaxtyping import Bool, Float
+from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
+
+from helpers import activations
+from helpers.models import Backbone
+from helpers.prompting import SoftPromptModel, TextCaches
+from helpers.store import Artefact, ArtefactStore
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Which neurons a pruned model keeps.
+
+    Attributes:
+        kept_fraction: share of each pruned layer's neurons kept, the top ones by
+            predictivity (the paper: 0.02, i.e. 61 of 3,072 in roberta-base).
+        layer_share: share of the layers pruned, counted from the top (the paper: 0.75,
+            layers 4-12 of 12); the lower layers keep their whole FFN.
+    """
+
+    kept_fraction: float = 0.02
+    layer_share: float = 0.75
+
+    def __post_init__(self) -> None:
+        if not 0 < self.kept_fraction <= 1:
+            raise ValueError(f"kept_fraction must be in (0, 1], got {self.kept_fraction}")
+        if not 0 <= self.layer_share <= 1:
+            raise ValueError(f"layer_share must be in [0, 1], got {self.layer_share}")
+
+
+def pruned_layers(n_layers: int, layer_share: float) -> list[int]:
+    """Return the upper ``int(layer_share * n_layers)`` layer indices (0-based)."""
+    count = int(layer_share * n_layers)
+    return list(range(n_layers - count, n_layers))
+
+
+def kept_neurons(skill: Bool[Tensor, "layer ffn"], config: PruneConfig) -> dict[int, list[int]]:
+    """Return, per pruned layer, the neurons kept: the skill neurons of that layer.
+
+    A layer with fewer than ``int(kept_fraction * width)`` skill neurons (possible with
+    global selection) is padded with the lowest-index other neurons, as the official code
+    does; at least one neuron is kept.
+    """
+    n_layers, width = skill.shape
+    count = max(1, int(config.kept_fraction * width))
+    kept = {}
+    for layer in pruned_layers(n_layers, config.layer_share):
+        chosen = skill[layer].nonzero().flatten().tolist()
+        others = (~skill[layer]).nonzero().flatten().tolist()
+        kept[layer] = sorted(chosen + others[: max(0, count - len(chosen))])
+    return kept
+
+
+def prompt_baselines(
+    model: SoftPromptModel,
+    data: Dataset,
+    mask: Bool[Tensor, " prompt"] | None = None,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> Float[Tensor, "layer ffn"]:
+    """Return the constants removed neurons are fixed at: the baseline (eq. 3) on ``data``,
+    averaged over the scored prompt positions (``mask``), as the official code does."""
+    base = activations.baseline(model, data, batch_size, caches)
+    keep = torch.ones(base.shape[1], dtype=torch.bool) if mask is None else mask
+    return base[:, keep].mean(dim=1)
+
+
+def _slice_input(module: nn.Module, kept: Tensor) -> nn.Module:
+    """An FFN input projection keeping only the kept neurons' output units."""
+    if isinstance(module, nn.Linear):
+        new = nn.Linear(module.in_features, len(kept), bias=module.bias is not None)
+        new.weight = nn.Parameter(module.weight.detach()[kept].clone(), requires_grad=False)
+    elif isinstance(module, Conv1D):
+        new = Conv1D(len(kept), module.weight.shape[0])
+        new.weight = nn.Parameter(module.weight.detach()[:, kept].clone(), requires_grad=False)
+    else:
+        raise TypeError(f"cannot prune an FFN projection of type {type(module).__name__}")
+    if module.bias is not None:
+        new.bias = nn.Parameter(module.bias.detach()[kept].clone(), requires_grad=False)
+    return new.to(module.weight.dtype)
+
+
+def _slice_output(module: nn.Module, kept: Tensor, removed: Tensor, baseline: Tensor) -> nn.Module:
+    """An FFN output projection reading only the kept neurons, the removed ones folded in."""
+    weight = module.weight.detach()
+    base = baseline.to(weight.dtype)
+    if isinstance(module, nn.Linear):
+        new = nn.Linear(len(kept), module.out_features, bias=True)
+        new.weight = nn.Parameter(weight[:, kept].clone(), requires_grad=False)
+        fold = weight[:, removed] @ base[removed]
+    elif isinstance(module, Conv1D):
+        new = Conv1D(weight.shape[1], len(kept))
+        new.weight = nn.Parameter(weight[kept].clone(), requires_grad=False)
+        fold = base[removed] @ weight[removed]
+    else:
+        raise TypeError(f"cannot prune an FFN projection of type {type(module).__name__}")
+    bias = module.bias.detach() if module.bias is not None else torch.zeros_like(fold)
+    new.bias = nn.Parameter(bias + fold, requires_grad=False)
+    return new.to(weight.dtype)
+
+
+def prune(
+    backbone: Backbone,
+    kept: Mapping[int, Sequence[int]],
+    baselines: Float[Tensor, "layer ffn"],
+    name: str | None = None,
+) -> Backbone:
+    """Return a pruned copy of ``backbone``; the original is left untouched.
+
+    Args:
+        kept: per pruned layer, the neurons that stay (all others are removed).
+        baselines: each neuron's baseline activation (eq. 3, averaged over the prompt
+            positions), the constant that a removed neuron is fixed at.
+        name: the pruned backbone's name (defaults to ``<name>-pruned``).
+    """
+    expected = (backbone.n_layers, backbone.ffn_width)
+    if tuple(baselines.shape) != expected:
+        raise ValueError(f"baselines must have shape {expected}, got {tuple(baselines.shape)}")
+    model = copy.deepcopy(backbone.model)
+    pruned = Backbone(name or f"{backbone.name}-pruned", model, backbone.tokenizer, backbone.arch)
+    blocks = pruned.layers()
+    for layer, indices in kept.items():
+        if not 0 <= layer < backbone.n_layers:
+            raise ValueError(f"layer {layer} does not exist (the model has {backbone.n_layers})")
+        keep = torch.tensor(sorted(set(indices)), dtype=torch.long)
+        if len(keep) == 0 or keep.min() < 0 or keep.max() >= backbone.ffn_width:
+            raise ValueError(
+                f"layer {layer}: kept neurons must be 1 to {backbone.ffn_width} indices"
+            )
+        removed = torch.ones(backbone.ffn_width, dtype=torch.bool)
+        removed[keep] = False
+        block = blocks[layer]
+        for path in backbone.arch.ffn_in:
+            block.set_submodule(path, _slice_input(block.get_submodule(path), keep))
+        out = block.get_submodule(backbone.arch.ffn_out)
+        block.set_submodule(
+            backbone.arch.ffn_out,
+            _slice_output(out, keep, removed.nonzero().flatten(), baselines[layer]),
+        )
+    model.requires_grad_(False)
+    return pruned
+
+
+def removed_mask(
+    backbone: Backbone, kept: Mapping[int, Sequence[int]]
+) -> Bool[Tensor, "layer ffn"]:
+    """Return the neurons that pruning with ``kept`` removes (False in unpruned layers)."""
+    mask = torch.zeros(backbone.n_layers, backbone.ffn_width, dtype=torch.bool)
+    for layer, indices in kept.items():
+        mask[layer] = True
+        mask[layer, list(indices)] = False
+    return mask
+
+
+# ----------------------------------------------------------------------------------
+# Size and cost.
+
+
+def parameter_count(backbone: Backbone) -> int:
+    """Return the model's parameters, tied embeddings counted once."""
+    return sum(p.numel() for p in backbone.model.parameters())
+
+
+def _linear_macs(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, (nn.Linear, Conv1D)))
+
+
+def flops_per_token(backbone: Backbone, seq_len: int) -> float:
+    """Return the forward FLOPs per token of a sequence of ``seq_len`` tokens.
+
+    Counted: every matrix multiplication of the transformer blocks (2 FLOPs per weight per
+    token), the attention scores and their weighted sum (``4 · seq_len · d`` per token and
+    layer), and the LM/MLM head at one position per sequence. Norms, activations and
+    embeddings lookups are left out.
+    """
+    blocks = sum(_linear_macs(block) for block in backbone.layers())
+    d_model = backbone.model.config.hidden_size
+    attention = 2 * seq_len * d_model * backbone.n_layers
+    head = _linear_macs(backbone.head()) / seq_len
+    return 2.0 * (blocks + attention + head)
+
+
+def size_rows(backbones: Mapping[str, Backbone], seq_len: int) -> list[dict[str, object]]:
+    """Parameters and FLOPs per token of each backbone, relative to the first one."""
+    reference = next(iter(backbones.values()))
+    params, flops = parameter_count(reference), flops_per_token(reference, seq_len)
+    return [
+        {
+            "model": name,
+            "parameters": parameter_count(b),
+            "parameter_share": 100 * parameter_count(b) / params,
+            "gflops_per_token": flops_per_token(b, seq_len) / 1e9,
+            "flop_limit": flops / flops_per_token(b, seq_len),
+        }
+        for name, b in backbones.items()
+    ]
+
+
+# ----------------------------------------------------------------------------------
+# Saving and loading.
+
+
+def _ffn_tensors(pruned: Backbone, layers: Sequence[int]) -> dict[str, Tensor]:
+    """The pruned layers' FFN weights and biases, named ``<layer>.<path>.<weight|bias>``."""
+    blocks, tensors = pruned.layers(), {}
+    for layer in layers:
+        for path in (*pruned.arch.ffn_in, pruned.arch.ffn_out):
+            module = blocks[layer].get_submodule(path)
+            tensors[f"{layer}.{path}.weight"] = module.weight.detach()
+            if module.bias is not None:
+                tensors[f"{layer}.{path}.bias"] = module.bias.detach()
+    return tensors
+
+
+def pruned_model(
+    backbone: Backbone,
+    skill: Bool[Tensor, "layer ffn"],
+    baselines: Float[Tensor, "layer ffn"],
+    config: PruneConfig,
+    store: ArtefactStore,
+    upstream: Sequence[str] = (),
+) -> tuple[Backbone, Artefact]:
+    """Prune ``backbone`` by ``scores`` (or load the stored result), stage ``pruned``.
+
+    The artefact holds the pruned layers' FFN weights as safetensors and, as JSON, the
+    base model's name and the kept neurons per layer; the rest of the model is the base
+    model's, unchanged, so it is not copied.
+
+    Args:
+        skill: the skill neurons kept in the pruned layers (`predictivity.skill_neurons`
+            with ``fraction=config.kept_fraction``).
+        baselines: the constants removed neurons are fixed at.
+        upstream: keys of the artefacts ``skill`` and ``baselines`` come from.
+    """
+    settings = {"backbone": backbone.name, "prune": asdict(config)}
+
+    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+        kept = kept_neurons(skill, config)
+        pruned = prune(backbone, kept, baselines)
+        structure = {"base": backbone.name, "kept": {str(k): v for k, v in kept.items()}}
+        return _ffn_tensors(pruned, list(kept)), {"structure": structure}
+
+    artefact = store.cached("pruned", settings, compute, upstream)
+    return load_pruned(artefact, backbone), artefact
+
+
+def load_pruned(artefact: Artefact, backbone: Backbone) -> Backbone:
+    """Rebuild a stored pruned model on its base ``backbone`` (which is left untouched)."""
+    structure = artefact.json("structure")
+    if structure["base"] != backbone.name:
+        raise ValueError(
+            f"pruned model {artefact.key} was pruned from {structure['base']!r}, "
+            f"not {backbone.name!r}"
+        )
+    kept = {int(k): v for k, v in structure["kept"].items()}
+    zeros = torch.zeros(backbone.n_layers, backbone.ffn_width)
+    pruned = prune(backbone, kept, zeros, name=f"{backbone.name}-pruned-{artefact.key}")
+    blocks = pruned.layers()
+    for name, tensor in artefact.tensors().items():
+        layer, rest = name.split(".", 1)
+        path, attribute = rest.rsplit(".", 1)
+        getattr(blocks[int(layer)].get_submodule(path), attribute).data.copy_(tensor)
+    return pruned
+
+
+# ----------------------------------------------------------------------------------
+# Latency.
+
+
+@torch.no_grad()
+def latency(
+    backbones: Mapping[str, Backbone],
+    batch_sizes: Sequence[int] = (1, 8),
+    seq_lens: Sequence[int] = (32, 128),
+    repeats: int = 7,
+    warmup: int = 2,
+    threads: int | None = None,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """Time a forward pass of each backbone on the same random inputs, alternating them.
+
+    For each batch size and sequence length: ``warmup`` untimed runs of every backbone,
+    then ``repeats`` rounds in which each backbone runs once, in turn, so that drifts of
+    the machine hit all of them alike. The forward pass is the backbone's blocks over the
+    whole sequence and its head at the last position, as in classification.
+
+    Returns:
+        one row per backbone, batch size and sequence length, with the median and the
+        spread (min, max) of the timings in milliseconds.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    try:
+        for batch in batch_sizes:
+            for length in seq_lens:
+                first = next(iter(backbones.values()))
+                ids = torch.randint(0, len(first.tokenizer), (batch, length), generator=generator)
+                timings: dict[str, list[float]] = {name: [] for name in backbones}
+                for round_ in range(warmup + repeats):
+                    for name, backbone in backbones.items():
+                        start = time.perf_counter()
+                        hidden = backbone.model.base_model(input_ids=ids).last_hidden_state
+                        backbone.head()(hidden[:, -1])
+                        if round_ >= warmup:
+                            timings[name].append(1000 * (time.perf_counter() - start))
+                for name, values in timings.items():
+                    rows.append(
+                        {
+                            "model": name,
+                            "batch": batch,
+                            "seq_len": length,
+                            "ms": statistics.median(values),
+                            "ms_min": min(values),
+                            "ms_max": max(values),
+                        }
+                    )
+    finally:
+        torch.set_num_threads(previous)
+    return rows

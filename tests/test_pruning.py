@@ -1,0 +1,142 @@
+"""Pruning: the pruned model equals the masked model, for every architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import models, perturbation, predictivity, pruning
+
+
+def _ids(backbone: models.Backbone) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(5, len(backbone.tokenizer), (3, 9), generator=generator)
+
+
+def _setup(backbone: models.Backbone) -> tuple[dict[int, list[int]], torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    scores = torch.rand(backbone.n_layers, backbone.ffn_width, generator=generator)
+    baselines = torch.randn(backbone.n_layers, backbone.ffn_width, generator=generator)
+    config = pruning.PruneConfig(kept_fraction=0.1, layer_share=0.5)
+    kept = pruning.kept_neurons(predictivity.select(scores, fraction=0.1), config)
+    return kept, baselines
+
+
+def test_pruned_model_equals_removed_neurons_fixed_at_their_baselines(
+    tiny: models.Backbone,
+) -> None:
+    kept, baselines = _setup(tiny)
+    assert list(kept) == [1] and len(kept[1]) == int(0.1 * tiny.ffn_width)
+    ids = _ids(tiny)
+    before = tiny.model(input_ids=ids).logits
+    pruned = pruning.prune(tiny, kept, baselines)
+    removed = pruning.removed_mask(tiny, kept)
+    with perturbation.perturbed(tiny, removed, "value", baselines):
+        masked = tiny.model(input_ids=ids).logits
+    torch.testing.assert_close(pruned.model(input_ids=ids).logits, masked, rtol=1e-5, atol=1e-5)
+    assert pruned.neuron_sites()[1].weight.numel() < tiny.neuron_sites()[1].weight.numel()
+    # The original is untouched.
+    torch.testing.assert_close(tiny.model(input_ids=ids).logits, before, rtol=0, atol=0)
+
+
+def test_keeping_every_neuron_changes_nothing(tiny: models.Backbone) -> None:
+    # Folding the kept neurons' baselines too (the official code) would fail this.
+    baselines = torch.randn(tiny.n_layers, tiny.ffn_width)
+    everything = {layer: list(range(tiny.ffn_width)) for layer in range(tiny.n_layers)}
+    pruned = pruning.prune(tiny, everything, baselines)
+    ids = _ids(tiny)
+    torch.testing.assert_close(
+        pruned.model(input_ids=ids).logits, tiny.model(input_ids=ids).logits, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_size_and_flops_shrink_by_the_removed_units() -> None:
+    tiny = models.tiny_backbone("llama")
+    kept, baselines = _setup(tiny)
+    pruned = pruning.prune(tiny, kept, baselines)
+    removed = tiny.ffn_width - len(kept[1])
+    d_model = tiny.model.config.hidden_size
+    # Gated MLP: gate and up lose a row, down loses a column per removed unit; down gains a bias.
+    assert (
+        pruning.parameter_count(tiny) - pruning.parameter_count(pruned)
+        == 3 * removed * d_model - d_model
+    )
+    saved = pruning.flops_per_token(tiny, 16) - pruning.flops_per_token(pruned, 16)
+    assert saved == pytest.approx(2 * 3 * removed * d_model)
+    assert pruning.pruned_layers(12, 0.75) == list(range(3, 12))
+
+
+def test_stored_pruned_model_reloads_to_identical_outputs(store) -> None:
+    tiny = models.tiny_backbone("gpt2")
+    generator = torch.Generator().manual_seed(2)
+    scores = torch.rand(tiny.n_layers, tiny.ffn_width, generator=generator)
+    baselines = torch.randn(tiny.n_layers, tiny.ffn_width, generator=generator)
+    config = pruning.PruneConfig(kept_fraction=0.25, layer_share=1.0)
+    skill = predictivity.select(scores, fraction=0.25)
+    first, artefact = pruning.pruned_model(tiny, skill, baselines, config, store)
+    direct = pruning.prune(tiny, pruning.kept_neurons(skill, config), baselines)
+    again, same = pruning.pruned_model(tiny, skill, baselines, config, store)
+    assert same.key == artefact.key and again.name == first.name
+    ids = _ids(tiny)
+    expected = direct.model(input_ids=ids).logits
+    torch.testing.assert_close(first.model(input_ids=ids).logits, expected, rtol=0, atol=0)
+    torch.testing.assert_close(again.model(input_ids=ids).logits, expected, rtol=0, atol=0)
+    assert set(artefact.json("structure")["kept"]) == {"0", "1"}
+    with pytest.raises(ValueError, match="pruned from 'tiny-gpt2'"):
+        pruning.load_pruned(artefact, models.tiny_backbone("llama"))
+
+
+def test_kept_neurons_pad_a_layer_short_of_skill_neurons() -> None:
+    skill = torch.zeros(4, 50, dtype=torch.bool)
+    skill[3, [7, 9, 11]] = True
+    skill[2, 40] = True
+    kept = pruning.kept_neurons(skill, pruning.PruneConfig(kept_fraction=0.04, layer_share=0.5))
+    assert kept == {2: [0, 40], 3: [7, 9, 11]}
+
+
+def test_bad_pruning_input_is_refused() -> None:
+    tiny = models.tiny_backbone("llama")
+    baselines = torch.zeros(tiny.n_layers, tiny.ffn_width)
+    with pytest.raises(ValueError, match="shape"):
+        pruning.prune(tiny, {1: [0]}, torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="does not exist"):
+        pruning.prune(tiny, {5: [0]}, baselines)
+    with pytest.raises(ValueError, match="kept neurons"):
+        pruning.prune(tiny, {1: [tiny.ffn_width]}, baselines)
+    with pytest.raises(ValueError, match="kept_fraction"):
+        pruning.PruneConfig(kept_fraction=0)
+
+
+def test_latency_times_every_model_at_every_shape() -> None:
+    tiny = models.tiny_backbone("llama")
+    kept, baselines = _setup(tiny)
+    rows = pruning.latency(
+        {"original": tiny, "pruned": pruning.prune(tiny, kept, baselines)},
+        batch_sizes=(1, 2),
+        seq_lens=(4,),
+        repeats=2,
+        warmup=1,
+        threads=1,
+    )
+    assert [(r["model"], r["batch"]) for r in rows] == [
+        ("original", 1),
+        ("pruned", 1),
+        ("original", 2),
+        ("pruned", 2),
+    ]
+    assert all(0 < r["ms_min"] <= r["ms"] <= r["ms_max"] for r in rows)
+
+
+def test_prompt_baselines_average_the_scored_positions() -> None:
+    from helpers import activations, data, prompting
+
+    tiny = models.tiny_backbone("llama")
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    model = prompting.SoftPromptModel(tiny, config, seed=0)
+    split = data._dataset(["a good movie", "the worst film", "great fun"], [1, 0, 1], ("n", "p"))
+    full = activations.baseline(model, split, batch_size=2)
+    mask = torch.tensor([True, False, True])
+    torch.testing.assert_close(
+        pruning.prompt_baselines(model, split, mask, batch_size=2), full[:, mask].mean(1)
+    )
+    assert pruning.prompt_baselines(model, split).shape == (tiny.n_layers, tiny.ffn_width)
