@@ -512,7 +512,11 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
 
 
 def bucketed_order(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, window: int
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    window: int,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return a random order whose batches hold examples of similar length.
 
@@ -520,13 +524,24 @@ def bucketed_order(
     by length and cut into batches, and the batches shuffled. Padding shrinks while every
     example is still seen once per epoch in a seed-dependent order; ``window=1`` keeps
     the batches of a plain shuffle.
+
+    With ``labels``, each class of a window is sorted by length on its own and the classes
+    are interleaved by rank, so a batch mixes the classes as the window does: sorting by
+    length alone would put same-class examples together wherever length and label are
+    correlated, and a few dozen steps of such batches train worse prompts.
     """
     order = rng.permutation(len(lengths))
     span = batch_size * window
     batches = []
     for start in range(0, len(order), span):
         chunk = order[start : start + span]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        if labels is None:
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        else:
+            groups = [chunk[labels[chunk] == k] for k in np.unique(labels[chunk])]
+            groups = [g[np.argsort(lengths[g], kind="stable")] for g in groups]
+            ranks = np.concatenate([(np.arange(len(g)) + 0.5) / len(g) for g in groups])
+            chunk = np.concatenate(groups)[np.argsort(ranks, kind="stable")]
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
@@ -607,8 +622,8 @@ class TrainConfig:
         reuse_text_cache: keep the dev and test batches' text caches across evaluations
             and trials (decoders; costs memory, saves most of the evaluation time).
         length_window: training batches are drawn from windows of this many batches sorted
-            by text length, which cuts padding (`bucketed_order`); 1 is a plain shuffle,
-            as in the official code.
+            by text length within each class, which cuts padding and keeps the classes
+            mixed (`bucketed_order`); 1 is a plain shuffle, as in the official code.
     """
 
     lr: float = 1e-2
@@ -685,10 +700,10 @@ def train_prompt(
     history: list[dict[str, float]] = []
     losses: list[float] = []
     since_best, step = 0, 0
-    lengths = model.text_lengths(train)
+    lengths, labels = model.text_lengths(train), np.asarray(list(train["label"]))
     bar = tqdm(total=config.max_steps, disable=not progress, desc="prompt tuning", leave=False)
     while step < config.max_steps and since_best < config.patience:
-        order = bucketed_order(lengths, config.batch_size, rng, config.length_window)
+        order = bucketed_order(lengths, config.batch_size, rng, config.length_window, labels)
         for batch in model.batches(train, config.batch_size, order):
             model.backbone.model.train(config.mode == "train")
             loss = nn.functional.cross_entropy(model(batch), batch.labels)

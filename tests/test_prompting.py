@@ -301,6 +301,21 @@ def _single(model: prompting.SoftPromptModel, split: data.Dataset):
     return lambda i: next(model.batches(split.select([i]), 1))
 
 
+def test_bucketed_order_by_class_keeps_batches_mixed_where_length_follows_the_label() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    lengths = np.where(labels == 1, 60, 20) + rng.integers(0, 10, size=400)
+    order = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), 16, labels)
+    assert sorted(order.tolist()) == list(range(400))
+    batches = [order[i : i + 8] for i in range(0, 400, 8)]
+    by_length = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), 16)
+    assert max(abs(int(labels[b].sum()) - 4) for b in batches) <= 2
+    assert max(abs(int(labels[by_length[i : i + 8]].sum()) - 4) for i in range(0, 400, 8)) == 4
+    # Within a class, lengths stay close: less padding than a plain shuffle of that class.
+    spread = np.mean([np.ptp(lengths[b][labels[b] == 0]) for b in batches])
+    assert spread < 5
+
+
 def test_bucketed_order_is_a_permutation_with_batches_of_similar_length() -> None:
     lengths = np.random.default_rng(0).integers(1, 100, size=203)
     order = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), window=16)
