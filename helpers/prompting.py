@@ -351,16 +351,16 @@ class SoftPromptModel(nn.Module):
                 encoded["input_ids"], encoded["attention_mask"], torch.tensor(list(labels)), index
             )
         sep = tokenizer(self.config.separator, add_special_tokens=False)["input_ids"]
-        rows = []
+        sequences = []
         for text, pair in zip(texts, pairs, strict=True):
             ids = tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
             if pair:
                 ids = ids + sep + tokenizer(pair, add_special_tokens=False)["input_ids"][:limit]
-            rows.append(torch.tensor(ids, dtype=torch.long))
+            sequences.append(torch.tensor(ids, dtype=torch.long))
         input_ids = nn.utils.rnn.pad_sequence(
-            rows, batch_first=True, padding_value=tokenizer.pad_token_id
+            sequences, batch_first=True, padding_value=tokenizer.pad_token_id
         )
-        lengths = torch.tensor([len(r) for r in rows])
+        lengths = torch.tensor([len(s) for s in sequences])
         attention = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
         return PromptBatch(input_ids, attention, torch.tensor(list(labels)), index)
 
