@@ -124,12 +124,13 @@ def features(label_names: Sequence[str]) -> Features:
     )
 
 
-def _dataset(
+def dataset(
     texts: Sequence[str],
     labels: Sequence[int],
     label_names: Sequence[str],
     pairs: Sequence[str | None] | None = None,
 ) -> Dataset:
+    """Build a split in the project's layout: ``text``, ``text_pair`` (or None) and ``label``."""
     if pairs is None:
         pairs = [None] * len(texts)
     return Dataset.from_dict(
@@ -154,7 +155,7 @@ def _dedupe(rows: list[tuple[str, str | None, int]]) -> list[tuple[str, str | No
 def _from_rows(rows: list[tuple[str, str | None, int]], label_names: Sequence[str]) -> Dataset:
     rows = _dedupe(rows)
     texts, pairs, labels = zip(*rows, strict=True) if rows else ((), (), ())
-    return _dataset(texts, labels, label_names, pairs)
+    return dataset(texts, labels, label_names, pairs)
 
 
 # ----------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ def _hub(
             raw = raw.filter(lambda row: row["label"] in keep)
         labels = [keep[y] if keep else y for y in raw["label"]]
         pairs = raw[pair] if pair else None
-        pools[pool] = _dataset(raw[text], labels, label_names, pairs)
+        pools[pool] = dataset(raw[text], labels, label_names, pairs)
     return pools
 
 
@@ -760,7 +761,7 @@ def binary_subtask(data: Dataset, kind: Subtask, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(stable_seed("subtask", kind, seed))
     chosen = _draw(mapped, np.arange(len(keep)), None, True, rng)
     rows = data.select(keep[chosen].tolist())
-    subtask = _dataset(
+    subtask = dataset(
         list(rows["text"]), mapped[chosen].tolist(), sub_names, list(rows["text_pair"])
     )
     # A fingerprint derived from the parent's, so that the same subtask of the same split

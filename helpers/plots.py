@@ -236,3 +236,45 @@ def pruning_tradeoff(sweep: pd.DataFrame, ax: Axes | None = None) -> Figure:
     ax.set_ylabel("test accuracy (%)")
     ax.legend()
     return fig
+
+
+def similarity_heatmap(
+    matrix: np.ndarray, names: Sequence[str], ax: Axes | None = None, label: str = "Spearman ρ"
+) -> Figure:
+    """A task × task similarity matrix with its values written in the cells (Fig. 5)."""
+    fig, ax = _axes(ax, figsize=(1.0 + 0.75 * len(names), 0.6 + 0.65 * len(names)))
+    bound = max(float(np.abs(matrix).max()), 1e-6)
+    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.grid(False)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    return fig
+
+
+def similarity_by_layer(curves: Mapping[str, np.ndarray], ax: Axes | None = None) -> Figure:
+    """Mean similarity per layer for groups of task pairs (a summary of Fig. 14)."""
+    fig, ax = _axes(ax)
+    for name, values in curves.items():
+        ax.plot(np.arange(len(values)), values, marker=".", label=name)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("Spearman ρ of predictivity")
+    ax.legend()
+    return fig
+
+
+def task_dendrogram(tree: np.ndarray, names: Sequence[str], ax: Axes | None = None) -> Figure:
+    """The tasks clustered on ``1 - similarity`` (average linkage)."""
+    from scipy.cluster import hierarchy
+
+    fig, ax = _axes(ax)
+    hierarchy.dendrogram(
+        tree, labels=list(names), ax=ax, color_threshold=0, above_threshold_color="#0072B2"
+    )
+    ax.set_ylabel("1 - Spearman ρ")
+    ax.grid(False)
+    return fig

@@ -182,7 +182,7 @@ def zero_shot_table(
 # ----------------------------------------------------------------------------------
 # Soft prompts (chapter 01).
 
-Init = Literal["normal", "vocab", "text"]
+Init = Literal["normal", "vocab", "text", "task"]
 
 
 class PromptError(ValueError):
@@ -197,8 +197,11 @@ class PromptConfig:
         length: trainable soft vectors. The encoder layout adds the frozen ``[MASK]``
             before them (the paper's l = 127 soft tokens is ``length=127``).
         init: ``normal`` (N(0, init_std²), the paper's), ``vocab`` (embeddings of
-            tokens drawn uniformly from the vocabulary) or ``text`` (the embeddings of
-            ``init_text``'s tokens, a hand-written prompt; ``length`` must match them).
+            tokens drawn uniformly from the vocabulary), ``text`` (the embeddings of
+            ``init_text``'s tokens, a hand-written prompt, as the prompt's last vectors;
+            any vectors before them are drawn as for ``vocab``) or ``task`` (``text``
+            with the task's own hand-written words, e.g. `` Sentiment:``; resolved by
+            `prompt_config_for`).
         init_std: standard deviation of the ``normal`` initialisation (paper: 0.03).
         label_words: one per class, each a single token.
         template: decoder only: words after the soft prompt, before the label word.
@@ -219,8 +222,10 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if self.length < 1:
             raise PromptError(f"prompt length must be >= 1, got {self.length}")
-        if self.init not in ("normal", "vocab", "text"):
-            raise PromptError(f"init must be 'normal', 'vocab' or 'text', got {self.init!r}")
+        if self.init not in ("normal", "vocab", "text", "task"):
+            raise PromptError(
+                f"init must be 'normal', 'vocab', 'text' or 'task', got {self.init!r}"
+            )
         if self.init == "text" and not self.init_text:
             raise PromptError("init='text' needs init_text, the hand-written prompt")
         if self.max_text_tokens < 1:
@@ -298,17 +303,24 @@ class SoftPromptModel(nn.Module):
         embedding = backbone.model.get_input_embeddings()
         generator = torch.Generator().manual_seed(seed)
         d_model = embedding.weight.shape[1]
+        if config.init == "task":
+            raise PromptError("init='task' needs the task: build the config with prompt_config_for")
         if config.init == "normal":
             initial = torch.randn(config.length, d_model, generator=generator) * config.init_std
-        elif config.init == "text":
-            ids = backbone.tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
-            if len(ids) != config.length:
-                raise PromptError(
-                    f"init_text {config.init_text!r} is {len(ids)} tokens; set length={len(ids)}"
-                )
-            initial = embedding.weight[torch.tensor(ids)].detach().clone()
         else:
-            ids = torch.randint(0, embedding.weight.shape[0], (config.length,), generator=generator)
+            words = (
+                backbone.tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
+                if config.init == "text"
+                else []
+            )
+            if len(words) > config.length:
+                raise PromptError(
+                    f"init_text {config.init_text!r} is {len(words)} tokens, more than the "
+                    f"prompt's length {config.length}"
+                )
+            n_vocab = embedding.weight.shape[0]
+            drawn = torch.randint(0, n_vocab, (config.length - len(words),), generator=generator)
+            ids = torch.cat([drawn, torch.tensor(words, dtype=torch.long)])
             initial = embedding.weight[ids].detach().clone()
         self.prompt = nn.Parameter(initial.to(embedding.weight.dtype))
         template = config.template if backbone.kind == "decoder" else ""
@@ -752,8 +764,11 @@ def hand_written(backbone: Backbone, text: str, base: PromptConfig) -> PromptCon
 def prompt_config_for(
     task: TaskData, base: PromptConfig, words: Literal["shared", "natural"] = "shared"
 ) -> PromptConfig:
-    """Return ``base`` with the task's label words."""
-    return replace(base, label_words=task.spec.label_words(words))
+    """Return ``base`` with the task's label words, and its hand-written words for ``task`` init."""
+    config = replace(base, label_words=task.spec.label_words(words))
+    if config.init == "task":
+        config = replace(config, init="text", init_text=task.spec.hand_prompt)
+    return config
 
 
 def _trial_config(
@@ -861,6 +876,20 @@ def moved(model: SoftPromptModel, backbone: Backbone) -> SoftPromptModel:
     return other
 
 
+def trial_setup(artefact: Artefact) -> tuple[PromptConfig, TrainConfig, int]:
+    """Return the prompt config, training config and seed a stored trial was run with.
+
+    Lets a later chapter train more prompts exactly like chapter 01's (e.g. with other
+    label words) without repeating its parameters.
+    """
+    config = artefact.json("config")
+    prompt = dict(config["prompt"])
+    prompt["label_words"] = tuple(prompt["label_words"])
+    train = dict(config["train"])
+    train["betas"] = tuple(train["betas"])
+    return PromptConfig(**prompt), TrainConfig(**train), int(config["seed"])
+
+
 def load_prompt(artefact: Artefact, backbone: Backbone) -> SoftPromptModel:
     """Rebuild a trained prompt model from its artefact on ``backbone``.
 
@@ -875,9 +904,7 @@ def load_prompt(artefact: Artefact, backbone: Backbone) -> SoftPromptModel:
             f"(d_model {config['d_model']}); cannot load it on {backbone.name!r} "
             f"(d_model {d_model})"
         )
-    settings = dict(config["prompt"])
-    settings["label_words"] = tuple(settings["label_words"])
-    model = SoftPromptModel(backbone, PromptConfig(**settings))
+    model = SoftPromptModel(backbone, trial_setup(artefact)[0])
     with torch.no_grad():
         model.prompt.copy_(artefact.tensors()["prompt"])
     return model

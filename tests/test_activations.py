@@ -11,7 +11,7 @@ from helpers import activations, data, models, prompting
 def _split(n: int = 10) -> data.Dataset:
     words = ["a good movie", "the worst film", "great fun", "boring and bad", "loved it"]
     texts = [f"{words[i % 5]} {'very ' * (i % 3)}" for i in range(n)]
-    return data._dataset(texts, [i % 2 for i in range(n)], ("negative", "positive"))
+    return data.dataset(texts, [i % 2 for i in range(n)], ("negative", "positive"))
 
 
 @pytest.mark.parametrize("model_type", ["roberta", "llama", "gpt2"])

@@ -18,7 +18,7 @@ from helpers import data, models
 
 def _pools(labels: list[int], names=("negative", "positive")) -> data.Pools:
     texts = [f"text {i}" for i in range(len(labels))]
-    return {"all": data._dataset(texts, labels, names)}
+    return {"all": data.dataset(texts, labels, names)}
 
 
 def test_stable_seed_is_sha256_not_python_hash() -> None:
@@ -47,10 +47,10 @@ def test_unbalanced_split_keeps_class_proportions_available() -> None:
 
 def test_official_splits_keep_test_and_cut_dev_from_train() -> None:
     pools = {
-        "train": data._dataset(
+        "train": data.dataset(
             [f"t{i}" for i in range(100)], [i % 2 for i in range(100)], ("a", "b")
         ),
-        "test": data._dataset([f"s{i}" for i in range(30)], [i % 2 for i in range(30)], ("a", "b")),
+        "test": data.dataset([f"s{i}" for i in range(30)], [i % 2 for i in range(30)], ("a", "b")),
     }
     chosen = data.split_indices(pools, data.SplitSizes(None, None, None), seed=3)
     assert chosen["test"][0] == "test" and sorted(chosen["test"][1]) == list(range(30))
@@ -133,7 +133,7 @@ def test_empty_and_one_class_splits_are_errors(tmp_path: Path) -> None:
 def test_binary_subtasks_follow_the_official_mapping_and_are_balanced() -> None:
     names = ("negative", "neutral", "positive")
     labels = [0] * 10 + [1] * 30 + [2] * 6
-    split = data._dataset([f"t{i}" for i in range(46)], labels, names)
+    split = data.dataset([f"t{i}" for i in range(46)], labels, names)
     pn = data.binary_subtask(split, "pn")
     assert pn.features["label"].names == ["negative", "positive"]
     assert np.bincount(pn["label"]).tolist() == [6, 6]
@@ -196,7 +196,7 @@ def test_embedded_tasks_load_real_data(name: str, store) -> None:
 
 def test_binary_subtask_fingerprint_is_stable_for_the_same_split() -> None:
     names = ("negative", "neutral", "positive")
-    split = data._dataset([f"t{i}" for i in range(30)], [i % 3 for i in range(30)], names)
+    split = data.dataset([f"t{i}" for i in range(30)], [i % 3 for i in range(30)], names)
     first, second = data.binary_subtask(split, "pn"), data.binary_subtask(split, "pn")
     assert first._fingerprint == second._fingerprint
     assert first._fingerprint != data.binary_subtask(split, "neu")._fingerprint

@@ -87,7 +87,7 @@ def _probe_task(tiny, three_classes: bool):
     words = ["a good movie", "the worst film", "great fun", "boring and bad", "loved it", "a film"]
     texts = [f"{words[i % 6]} {'very ' * (i % 4)}{'and fun' if i % 5 else ''}" for i in range(60)]
     labels = [i % len(names) for i in range(60)]
-    split = data._dataset(texts, labels, names)
+    split = data.dataset(texts, labels, names)
     spec = data.task_spec("cf_tweets" if three_classes else "rotten_tomatoes")
     return data.TaskData(
         spec, split.select(range(30)), split.select(range(30, 45)), split.select(range(45, 60)), "k"

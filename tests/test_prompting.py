@@ -13,7 +13,7 @@ from helpers import data, models, prompting
 
 def _split() -> data.Dataset:
     texts = ["a good movie", "the worst film", "great fun", "boring and bad"]
-    return data._dataset(texts, [1, 0, 1, 0], ("negative", "positive"))
+    return data.dataset(texts, [1, 0, 1, 0], ("negative", "positive"))
 
 
 def test_prediction_position_is_last_real_token_or_mask(tiny: models.Backbone) -> None:
@@ -92,7 +92,7 @@ def _pairs() -> data.Dataset:
         "loved it",
         "hated it",
     ]
-    return data._dataset(texts, [1, 0, 1, 0, 1, 0], ("negative", "positive"))
+    return data.dataset(texts, [1, 0, 1, 0, 1, 0], ("negative", "positive"))
 
 
 def _soft(tiny: models.Backbone, **settings) -> prompting.SoftPromptModel:
@@ -168,7 +168,7 @@ def test_decoder_template_and_pair_separator(tmp_path) -> None:
     tiny = models.tiny_backbone("llama")
     model = _soft(tiny, template="answer :", separator=" . ")
     assert model.n_scored == 4 + 2
-    split = data._dataset(["a man runs"], [1], ("negative", "positive"), ["a dog sits"])
+    split = data.dataset(["a man runs"], [1], ("negative", "positive"), ["a dog sits"])
     batch = next(model.batches(split, 1))
     ids = tiny.tokenizer("a man runs . a dog sits", add_special_tokens=False)["input_ids"]
     assert batch.input_ids[0].tolist() == ids
@@ -186,6 +186,7 @@ def test_saved_prompt_reloads_to_identical_logits(tiny: models.Backbone, store) 
     torch.testing.assert_close(reloaded.prompt, artefact.tensors()["prompt"])
     again = prompting.run_trial(tiny, task, config, train, seed=1, store=store, progress=False)
     assert again.key == artefact.key
+    assert prompting.trial_setup(again) == (config, train, 1)
     other = prompting.load_prompt(again, tiny)
     logits = reloaded(next(reloaded.batches(_pairs(), 6)))
     torch.testing.assert_close(logits, other(next(other.batches(_pairs(), 6))), rtol=0, atol=0)
@@ -240,6 +241,24 @@ def test_initialisations_follow_the_config() -> None:
     vocab = _soft(tiny, init="vocab")
     rows = tiny.model.get_input_embeddings().weight
     assert all(any(torch.equal(v, r) for r in rows) for v in vocab.prompt)
+
+
+def test_task_init_ends_with_the_hand_written_words_after_vocabulary_vectors() -> None:
+    tiny = models.tiny_backbone("llama")
+    task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
+    base = prompting.PromptConfig(length=6, init="task", max_text_tokens=8)
+    config = prompting.prompt_config_for(task, base)
+    assert (config.init, config.init_text) == ("text", " Sentiment:")
+    model = prompting.SoftPromptModel(tiny, config, seed=0)
+    words = tiny.tokenizer(" Sentiment:", add_special_tokens=False)["input_ids"]
+    rows = tiny.model.get_input_embeddings().weight
+    assert torch.equal(model.prompt[-len(words) :], rows[torch.tensor(words)])
+    vocab = prompting.SoftPromptModel(tiny, replace(config, init="vocab"), seed=0)
+    assert torch.equal(model.prompt[: 6 - len(words)], vocab.prompt[: 6 - len(words)])
+    with pytest.raises(prompting.PromptError, match="prompt_config_for"):
+        prompting.SoftPromptModel(tiny, base)
+    with pytest.raises(prompting.PromptError, match="more than the prompt's length 1"):
+        prompting.SoftPromptModel(tiny, replace(config, length=1))
 
 
 def test_text_caches_reused_across_prompts_give_the_same_evaluation() -> None:

@@ -133,7 +133,7 @@ def test_prompt_baselines_average_the_scored_positions() -> None:
     tiny = models.tiny_backbone("llama")
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
     model = prompting.SoftPromptModel(tiny, config, seed=0)
-    split = data._dataset(["a good movie", "the worst film", "great fun"], [1, 0, 1], ("n", "p"))
+    split = data.dataset(["a good movie", "the worst film", "great fun"], [1, 0, 1], ("n", "p"))
     full = activations.baseline(model, split, batch_size=2)
     mask = torch.tensor([True, False, True])
     torch.testing.assert_close(

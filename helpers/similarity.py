@@ -1,0 +1,268 @@
+"""How task-specific skill neurons are: rank similarity, overlaps, label words, word selectivity.
+
+Paper: §4.3 (Fig. 5: Spearman correlation of neuron predictivity between tasks, per layer
+and averaged over layers; App. E, Fig. 14: per layer), §4.4 (robustness to label words;
+Tab. 2: words aligned with the top skill neuron). The paper does not say how its diagonal
+(0.50-0.65, not 1) was computed; here every similarity is taken between rankings of
+*different* trials, so the diagonal measures trial-to-trial agreement (`paper-spec.md` §6).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from scipy.cluster import hierarchy
+from scipy.spatial.distance import squareform
+from scipy.stats import rankdata
+from torch import Tensor
+
+from helpers import data
+from helpers.data import verbalizer_ids
+from helpers.models import Backbone
+from helpers.predictivity import neuron_values, predictivity, stacked
+from helpers.prompting import PromptError, SoftPromptModel
+from helpers.store import Artefact
+
+
+def trial_predictivity(
+    artefacts: Sequence[Artefact], view: str, mask: Bool[Tensor, " prompt"] | None = None
+) -> Float[Tensor, "trial layer ffn"]:
+    """Return each trial's own Pred(N) on dev (eq. 6 with a single trial), one per probe."""
+    dev = stacked(artefacts, f"{view}/dev")
+    return torch.stack([predictivity(dev[t : t + 1], mask) for t in range(len(dev))])
+
+
+def spearman(a: Float[Tensor, "... n"], b: Float[Tensor, "... n"]) -> Float[Tensor, ...]:
+    """Spearman's rank correlation along the last dimension, ties given their mean rank.
+
+    Returns 0 where one side is constant (no ranking to compare).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"rankings differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
+    ra = torch.from_numpy(rankdata(a.double().numpy(), axis=-1))
+    rb = torch.from_numpy(rankdata(b.double().numpy(), axis=-1))
+    ra = ra - ra.mean(dim=-1, keepdim=True)
+    rb = rb - rb.mean(dim=-1, keepdim=True)
+    norm = ra.norm(dim=-1) * rb.norm(dim=-1)
+    safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+    return torch.where(norm > 0, (ra * rb).sum(dim=-1) / safe, torch.zeros_like(norm)).float()
+
+
+def layer_similarity(
+    a: Float[Tensor, "trial layer ffn"], b: Float[Tensor, "trial layer ffn"], same: bool
+) -> Float[Tensor, " layer"]:
+    """Per-layer Spearman correlation of two tasks' rankings, averaged over trial pairs.
+
+    With ``same=True`` (a task against itself) only pairs of different trials count, so
+    the result measures how well one trial's ranking predicts another's.
+
+    Paper: §4.3, Fig. 5 (before averaging over layers) and Fig. 14.
+
+    Raises:
+        ValueError: ``same`` with fewer than two trials.
+    """
+    pairs = [(i, j) for i in range(len(a)) for j in range(len(b)) if not (same and i == j)]
+    if not pairs:
+        raise ValueError("a task's similarity with itself needs at least two trials")
+    return torch.stack([spearman(a[i], b[j]) for i, j in pairs]).mean(dim=0)
+
+
+def similarity_matrix(
+    rankings: Mapping[str, Float[Tensor, "trial layer ffn"]],
+) -> Float[Tensor, "task task layer"]:
+    """Return the per-layer similarity of every pair of tasks (symmetric; diagonal across trials).
+
+    Average over the last dimension for the paper's Fig. 5.
+    """
+    names = list(rankings)
+    n_layers = next(iter(rankings.values())).shape[1]
+    out = torch.zeros(len(names), len(names), n_layers)
+    for i, first in enumerate(names):
+        for j in range(i, len(names)):
+            value = layer_similarity(rankings[first], rankings[names[j]], same=i == j)
+            out[i, j] = out[j, i] = value
+    return out
+
+
+def pair_group(first: str, second: str, types: Mapping[str, str]) -> str:
+    """Name the group of a pair of views: ``same task``, ``same type`` or ``cross type``.
+
+    Views are task names, or ``task:subtask`` for the binary subtasks of a multi-class
+    task; two subtasks of one task are the ``same task``.
+    """
+    task_a, task_b = first.split(":")[0], second.split(":")[0]
+    if task_a == task_b:
+        return "same task"
+    return "same type" if types[task_a] == types[task_b] else "cross type"
+
+
+def type_summary(
+    matrix: Float[Tensor, "task task"], names: Sequence[str], types: Mapping[str, str]
+) -> dict[str, float]:
+    """Mean similarity of the pairs in each `pair_group`, the diagonal counted as ``same task``.
+
+    Paper: §4.3 (similarity is higher within a task type).
+    """
+    groups: dict[str, list[float]] = {"same task": [], "same type": [], "cross type": []}
+    for i in range(len(names)):
+        for j in range(i, len(names)):
+            groups[pair_group(names[i], names[j], types)].append(float(matrix[i, j]))
+    return {key: float(np.mean(v)) if v else float("nan") for key, v in groups.items()}
+
+
+def hypergeometric_pvalue(overlap: int, total: int, size_a: int, size_b: int) -> float:
+    """P(|A ∩ B| >= overlap) for a random ``size_b``-set drawn from ``total`` items.
+
+    The chance that two unrelated top sets share at least ``overlap`` neurons; computed
+    exactly in log space (scipy's ``hypergeom.sf(overlap - 1, total, size_a, size_b)``).
+    """
+    if not (0 <= size_a <= total and 0 <= size_b <= total):
+        raise ValueError(f"set sizes {size_a}, {size_b} must lie in [0, {total}]")
+
+    def log_comb(n: int, k: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+    low, high = max(overlap, 0, size_a + size_b - total), min(size_a, size_b)
+    if low > high:
+        return 0.0
+    log_total = log_comb(total, size_b)
+    terms = [
+        log_comb(size_a, k) + log_comb(total - size_a, size_b - k) - log_total
+        for k in range(low, high + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def overlap_rows(sets: Mapping[str, Bool[Tensor, "layer ffn"]]) -> list[dict[str, object]]:
+    """Overlap of every pair of skill-neuron sets: count, Jaccard, chance, p-value."""
+    rows = []
+    for first, second in combinations(sets, 2):
+        a, b = sets[first], sets[second]
+        total, size_a, size_b = a.numel(), int(a.sum()), int(b.sum())
+        shared = int((a & b).sum())
+        union = int((a | b).sum())
+        rows.append(
+            {
+                "first": first,
+                "second": second,
+                "shared": shared,
+                "expected by chance": size_a * size_b / total,
+                "jaccard": shared / union if union else 1.0,
+                "p_value": hypergeometric_pvalue(shared, total, size_a, size_b),
+            }
+        )
+    return rows
+
+
+def task_tree(matrix: Float[Tensor, "task task"]) -> np.ndarray:
+    """Average-linkage clustering of tasks on the distance ``1 - similarity`` (scipy linkage).
+
+    Not in the paper: which tasks group together when the similarities are read as a tree.
+    """
+    similarity = matrix.double().numpy()
+    distance = 1 - (similarity + similarity.T) / 2
+    np.fill_diagonal(distance, 0.0)
+    return hierarchy.linkage(squareform(distance.clip(min=0), checks=False), method="average")
+
+
+_WORD = re.compile(r"[a-z]{3,}")
+
+
+def vocabulary_words(backbone: Backbone) -> list[tuple[int, str]]:
+    """Return the vocabulary's whole-word tokens as ``(id, word)``, lowercase letters only.
+
+    A token is a whole word when it spells 3+ lowercase letters and the word encodes back
+    to that one token in the form a label word takes: after a space on a decoder, bare
+    on an encoder (as `data.verbalizer_ids` encodes label words).
+    """
+    tokenizer = backbone.tokenizer
+    lead = " " if backbone.kind == "decoder" else ""
+    candidates = []
+    for index in range(len(tokenizer)):
+        word = tokenizer.decode([index]).strip()
+        if _WORD.fullmatch(word):
+            candidates.append((index, word))
+    if not candidates:
+        return []
+    encoded = tokenizer([lead + w for _, w in candidates], add_special_tokens=False)["input_ids"]
+    return [(i, w) for (i, w), ids in zip(candidates, encoded, strict=True) if ids == [i]]
+
+
+def random_label_words(backbone: Backbone, n_classes: int, seed: int) -> tuple[str, ...]:
+    """Draw ``n_classes`` different whole-word tokens of the vocabulary as label words.
+
+    Paper: §4.4 (skill neurons found with random label words).
+
+    Raises:
+        PromptError: the vocabulary has too few whole-word tokens.
+    """
+    words = [w for _, w in vocabulary_words(backbone)]
+    if len(words) < n_classes:
+        raise PromptError(f"the vocabulary has only {len(words)} whole-word tokens")
+    rng = np.random.default_rng(seed)
+    chosen = tuple(words[i] for i in rng.choice(len(words), n_classes, replace=False))
+    verbalizer_ids(backbone.tokenizer, chosen, leading_space=backbone.kind == "decoder")
+    return chosen
+
+
+def weight_selectivity(
+    backbone: Backbone, layer: int, neuron: int, k: int = 10, projection: int = 0
+) -> dict[str, list[str]]:
+    """Vocabulary words whose input embedding is most and least aligned with a neuron.
+
+    Cosine similarity between each whole-word token's input embedding and the neuron's
+    input weight vector (Dai et al.). Gated MLPs have two input projections; ``projection``
+    picks one (0: the gate, whose activation function decides when the neuron fires).
+
+    Paper: §4.4, Tab. 2 ("cosine similarity" rows).
+    """
+    module = backbone.ffn_inputs(layer)[projection]
+    weight = module.weight.detach()
+    vector = weight[neuron] if isinstance(module, torch.nn.Linear) else weight[:, neuron]
+    words = vocabulary_words(backbone)
+    ids = torch.tensor([i for i, _ in words])
+    embeddings = backbone.model.get_input_embeddings().weight.detach()[ids]
+    cosine = torch.nn.functional.cosine_similarity(embeddings, vector[None, :], dim=1)
+    order = cosine.argsort(descending=True, stable=True)
+    return {
+        "top": [words[int(i)][1] for i in order[:k]],
+        "bottom": [words[int(i)][1] for i in order.flip(0)[:k]],
+    }
+
+
+def activation_selectivity(
+    model: SoftPromptModel,
+    neuron: tuple[int, int, int],
+    k: int = 10,
+    sample: int | None = 2000,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict[str, list[str]]:
+    """Words that drive a neuron highest and lowest when each word alone is the input text.
+
+    The neuron ``(layer, position, index)`` is read at its scored prompt position, the
+    place where its predictivity was measured, with the trained prompt after the word.
+    ``sample`` whole-word tokens are drawn (None: all of them).
+
+    Paper: §4.4, Tab. 2 ("average activation" rows, after Suau et al.). The paper reads
+    activations without saying where; here they are read where skill neurons live.
+    """
+    words = [w for _, w in vocabulary_words(model.backbone)]
+    if sample is not None and sample < len(words):
+        rng = np.random.default_rng(seed)
+        words = [words[i] for i in sorted(rng.choice(len(words), sample, replace=False))]
+    names = model.config.label_words
+    split = data.dataset(words, [0] * len(words), names)
+    values = neuron_values(model, split, [neuron], batch_size)[:, 0]
+    order = values.argsort(descending=True, stable=True)
+    return {
+        "top": [words[int(i)] for i in order[:k]],
+        "bottom": [words[int(i)] for i in order.flip(0)[:k]],
+    }

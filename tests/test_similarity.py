@@ -1,0 +1,143 @@
+"""Rank similarity, overlaps, label words and word selectivity on hand-built inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from helpers import data, models, prompting, similarity
+from helpers.predictivity import neuron_values
+
+
+def test_identical_rankings_give_one_and_reversed_give_minus_one() -> None:
+    a = torch.tensor([[0.9, 0.5, 0.7, 0.6], [0.1, 0.2, 0.3, 0.4]])
+    assert torch.allclose(similarity.spearman(a, a), torch.ones(2))
+    assert torch.allclose(similarity.spearman(a, -a), -torch.ones(2))
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, size=(3, 40)).astype(np.float32)
+    b = rng.integers(0, 5, size=(3, 40)).astype(np.float32)
+    ours = similarity.spearman(torch.from_numpy(a), torch.from_numpy(b))
+    theirs = [stats.spearmanr(a[i], b[i]).statistic for i in range(3)]
+    assert np.allclose(ours.numpy(), theirs, atol=1e-6)
+
+
+def test_constant_ranking_has_zero_similarity() -> None:
+    assert float(similarity.spearman(torch.ones(5), torch.arange(5.0))) == 0.0
+
+
+def test_a_task_with_itself_is_compared_across_different_trials_only() -> None:
+    base = torch.arange(12.0).reshape(1, 2, 6)
+    trials = torch.cat([base, base, -base])  # trials 0 and 1 agree, trial 2 is reversed
+    # pairs (0,1), (1,0): +1; (0,2), (2,0), (1,2), (2,1): -1 -> mean -1/3 in each layer
+    same = similarity.layer_similarity(trials, trials, same=True)
+    assert torch.allclose(same, torch.full((2,), -1 / 3))
+    with pytest.raises(ValueError, match="at least two trials"):
+        similarity.layer_similarity(base, base, same=True)
+    assert torch.allclose(similarity.layer_similarity(base, base, same=False), torch.ones(2))
+
+
+def test_similarity_matrix_is_symmetric_with_a_trial_diagonal() -> None:
+    gen = torch.Generator().manual_seed(0)
+    shared = torch.rand(1, 3, 50, generator=gen)
+    rankings = {
+        "a": shared + 0.1 * torch.rand(2, 3, 50, generator=gen),
+        "b": shared + 0.1 * torch.rand(2, 3, 50, generator=gen),
+        "c": torch.rand(2, 3, 50, generator=gen),
+    }
+    matrix = similarity.similarity_matrix(rankings)
+    assert matrix.shape == (3, 3, 3)
+    assert torch.equal(matrix, matrix.transpose(0, 1))
+    mean = matrix.mean(dim=2)
+    assert mean[0, 1] > 0.8 and abs(float(mean[0, 2])) < 0.3
+    expected = similarity.layer_similarity(rankings["a"], rankings["a"], same=True)
+    assert torch.allclose(matrix[0, 0], expected)
+
+
+def test_type_summary_groups_pairs_by_task_and_type() -> None:
+    names = ["rt", "amazon", "tweets:pn", "tweets:neu", "bbc"]
+    types = {"rt": "sentiment", "amazon": "sentiment", "tweets": "sentiment", "bbc": "topic"}
+    matrix = torch.full((5, 5), 0.1)
+    matrix.fill_diagonal_(0.6)
+    matrix[2, 3] = matrix[3, 2] = 0.4  # two subtasks of one task
+    for i, j in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3)]:
+        matrix[i, j] = matrix[j, i] = 0.3
+    summary = similarity.type_summary(matrix, names, types)
+    assert summary["same task"] == pytest.approx((5 * 0.6 + 0.4) / 6)
+    assert summary["same type"] == pytest.approx(0.3)
+    assert summary["cross type"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("overlap", "total", "size_a", "size_b"),
+    [(0, 10, 3, 4), (2, 10, 3, 4), (3, 10, 3, 4), (5, 1000, 20, 30), (12, 46080, 921, 921)],
+)
+def test_hypergeometric_pvalue_matches_scipy(overlap, total, size_a, size_b) -> None:
+    ours = similarity.hypergeometric_pvalue(overlap, total, size_a, size_b)
+    theirs = stats.hypergeom.sf(overlap - 1, total, size_a, size_b)
+    assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-300)
+
+
+def test_overlap_rows_report_chance_and_significance() -> None:
+    a = torch.zeros(4, 25, dtype=torch.bool)
+    b = torch.zeros(4, 25, dtype=torch.bool)
+    a[0, :10] = True
+    b[0, :10] = True
+    (row,) = similarity.overlap_rows({"a": a, "b": b})
+    assert (row["shared"], row["jaccard"]) == (10, 1.0)
+    assert row["expected by chance"] == pytest.approx(1.0)
+    assert row["p_value"] == pytest.approx(stats.hypergeom.sf(9, 100, 10, 10))
+
+
+def test_task_tree_joins_the_most_similar_pair_first() -> None:
+    matrix = torch.tensor([[1.0, 0.2, 0.8], [0.2, 1.0, 0.1], [0.8, 0.1, 1.0]])
+    tree = similarity.task_tree(matrix)
+    assert sorted(tree[0, :2].astype(int).tolist()) == [0, 2]
+    assert tree[0, 2] == pytest.approx(0.2)
+
+
+def test_vocabulary_words_are_single_tokens_of_the_backbone(tiny: models.Backbone) -> None:
+    words = similarity.vocabulary_words(tiny)
+    assert ("movie", tiny.tokenizer.convert_tokens_to_ids("movie")) in [(w, i) for i, w in words]
+    assert all(w not in {".", "a", "an", "<pad>"} for _, w in words)
+
+
+def test_random_label_words_are_distinct_valid_and_seeded() -> None:
+    tiny = models.tiny_backbone("llama")
+    words = similarity.random_label_words(tiny, 3, seed=4)
+    assert len(set(words)) == 3
+    assert words == similarity.random_label_words(tiny, 3, seed=4)
+    data.verbalizer_ids(tiny.tokenizer, words, leading_space=True)
+    with pytest.raises(prompting.PromptError, match="whole-word tokens"):
+        similarity.random_label_words(tiny, 1000, seed=0)
+
+
+def test_weight_selectivity_finds_the_word_a_neuron_is_built_from(tiny: models.Backbone) -> None:
+    word = "profit"
+    index = tiny.tokenizer.convert_tokens_to_ids(word)
+    embedding = tiny.model.get_input_embeddings().weight.detach()[index]
+    module = tiny.ffn_inputs(1)[0]
+    with torch.no_grad():
+        if isinstance(module, torch.nn.Linear):
+            module.weight[5] = embedding
+        else:  # GPT-2's Conv1D stores the transpose
+            module.weight[:, 5] = embedding
+    found = similarity.weight_selectivity(tiny, layer=1, neuron=5, k=3)
+    assert found["top"][0] == word
+    vocabulary = {w for _, w in similarity.vocabulary_words(tiny)}
+    assert set(found["top"]) | set(found["bottom"]) <= vocabulary
+
+
+def test_activation_selectivity_orders_words_by_the_neuron_value() -> None:
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=4))
+    found = similarity.activation_selectivity(model, (1, 0, 7), k=2, sample=None)
+    words = [w for _, w in similarity.vocabulary_words(tiny)]
+    values = neuron_values(model, data.dataset(words, [0] * len(words), ("a", "b")), [(1, 0, 7)])
+    order = values[:, 0].argsort(descending=True, stable=True)
+    assert found["top"] == [words[int(i)] for i in order[:2]]
+    assert found["bottom"] == [words[int(i)] for i in order.flip(0)[:2]]
