@@ -54,3 +54,15 @@ TABLE4: dict[str, tuple[tuple[float, float], tuple[float, float], float]] = {
     "dbpedia": ((99.7, 0.1), (99.0, 0.1), 1.33),
 }
 TABLE4_PARAMETER_SHARE = 66.6
+
+# §6.2: mean Spearman correlation between an indicator and zero-shot prompt transfer.
+TRANSFER_SPEARMAN: dict[str, float] = {"ON": 0.53, "skill-neuron ON": 0.71}
+
+# §4.3-4.4, Fig. 5: Spearman correlation of neuron rankings (read from the figure), and the
+# mean correlation between rankings found with random and with default label words.
+SIMILARITY_FIG5: dict[str, tuple[float, float]] = {
+    "same task": (0.50, 0.65),
+    "same type": (0.17, 0.42),
+    "cross type": (0.02, 0.07),
+}
+LABEL_WORD_SPEARMAN = 0.87

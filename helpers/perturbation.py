@@ -12,15 +12,23 @@ Paper: §4.2 (Gaussian noise, σ = 0.1); official code ``src/mask.py``: ``gaussi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import pandas as pd
 import torch
+from datasets import Dataset
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from helpers import activations
+from helpers.data import stable_seed
 from helpers.models import Backbone
+from helpers.prompting import SoftPromptModel, TextCaches, without_prefix_cache
 
 How = Literal["gaussian", "zero", "value"]
 
@@ -37,8 +45,10 @@ def perturbed(
     neurons: Bool[Tensor, "layer ffn"],
     how: How = "gaussian",
     values: Float[Tensor, "layer ffn"] | None = None,
-    sigma: float = 0.1,
+    sigma: float | Float[Tensor, "layer ffn"] = 0.1,
     seed: int = 0,
+    per: Literal["example", "token"] = "example",
+    first: int | None = None,
 ) -> Iterator[None]:
     """Perturb the chosen neurons on every forward pass inside the context.
 
@@ -48,30 +58,44 @@ def perturbed(
             position (the official code); ``zero`` sets them to 0; ``value`` sets them to
             ``values`` (e.g. their baselines, as pruning does).
         values: the replacement per neuron, for ``how="value"``.
-        sigma: the noise's standard deviation, for ``how="gaussian"``.
+        sigma: the noise's standard deviation, for ``how="gaussian"``: one for all
+            neurons, or one per neuron (e.g. a multiple of each neuron's own spread).
         seed: seed of the noise; the same seed gives the same noise for the same batches.
+        per: ``example`` draws one noise vector per example, shared by its positions (the
+            official code); ``token`` draws it per position.
+        first: perturb only the first ``first`` positions of each forward pass (the
+            prompt of the encoder layout); None perturbs every position computed.
     """
     _check(backbone, neurons, "neurons")
+    if isinstance(sigma, Tensor):
+        _check(backbone, sigma, "sigma")
     if how == "value":
         if values is None:
             raise ValueError("how='value' needs values, one per neuron")
         _check(backbone, values, "values")
     elif how not in ("gaussian", "zero"):
         raise ValueError(f"unknown perturbation {how!r}; use 'gaussian', 'zero' or 'value'")
+    if per not in ("example", "token"):
+        raise ValueError(f"per must be 'example' or 'token', got {per!r}")
     generator = torch.Generator().manual_seed(seed)
     handles = []
 
     def hook_for(layer: int):  # noqa: ANN202
         chosen = neurons[layer].bool()
+        scale = sigma[layer] if isinstance(sigma, Tensor) else torch.tensor(sigma)
 
         def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             x = args[0]
+            where = chosen[None, None, :].expand(1, x.shape[1], -1)
+            if first is not None:
+                where = where & (torch.arange(x.shape[1]) < first)[None, :, None]
             if how == "gaussian":
-                noise = torch.randn(x.shape[0], 1, x.shape[-1], generator=generator) * sigma
-                x = x + noise.to(x.dtype) * chosen.to(x.dtype)
+                steps = 1 if per == "example" else x.shape[1]
+                noise = torch.randn(x.shape[0], steps, x.shape[-1], generator=generator) * scale
+                x = x + noise.to(x.dtype) * where.to(x.dtype)
             else:
                 fill = torch.zeros(()) if how == "zero" else values[layer].to(x.dtype)
-                x = torch.where(chosen, fill, x)
+                x = torch.where(where, fill, x)
             return (x, *args[1:])
 
         return hook
@@ -85,3 +109,248 @@ def perturbed(
     finally:
         for handle in handles:
             handle.remove()
+
+
+# ----------------------------------------------------------------------------------
+# Sweeps: accuracy as more neurons are perturbed (chapter 03).
+
+Scope = Literal["prompt", "all"]
+Order = Callable[[float], Bool[Tensor, "layer ffn"]]  # the neurons to perturb at a fraction
+
+
+@dataclass(frozen=True)
+class PerturbConfig:
+    """How a sweep perturbs its neurons.
+
+    Attributes:
+        how: ``gaussian``, ``zero`` or ``value`` (the baseline, for sweeps).
+        sigma: noise standard deviation (the paper: 0.1).
+        scale: ``absolute`` (σ as given, the paper) or ``spread`` (σ times each neuron's
+            own standard deviation at the prompt positions on training data).
+        scope: ``prompt`` perturbs only the scored prompt positions, where skill neurons
+            are defined; ``all`` every position, text included (the official code).
+        per: noise drawn per ``example`` (the official code) or per ``token``.
+    """
+
+    how: How = "gaussian"
+    sigma: float = 0.1
+    scale: Literal["absolute", "spread"] = "absolute"
+    scope: Scope = "prompt"
+    per: Literal["example", "token"] = "example"
+
+    def __post_init__(self) -> None:
+        if self.sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
+        if self.scale not in ("absolute", "spread"):
+            raise ValueError(f"scale must be 'absolute' or 'spread', got {self.scale!r}")
+        if self.scope not in ("prompt", "all"):
+            raise ValueError(f"scope must be 'prompt' or 'all', got {self.scope!r}")
+
+
+def random_counterpart(neurons: Bool[Tensor, "layer ffn"], seed: int) -> Bool[Tensor, "layer ffn"]:
+    """Random neurons with the same count in every layer (the official ``--cmp`` control)."""
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.zeros_like(neurons, dtype=torch.bool)
+    for layer, count in enumerate(neurons.sum(dim=1).tolist()):
+        out[layer, torch.randperm(neurons.shape[1], generator=generator)[: int(count)]] = True
+    return out
+
+
+@torch.no_grad()
+def neuron_spread(
+    model: SoftPromptModel, split: Dataset, batch_size: int = 32, caches: TextCaches | None = None
+) -> Float[Tensor, "layer ffn"]:
+    """Each neuron's standard deviation over examples and scored prompt positions."""
+    total = torch.zeros(model.backbone.n_layers, model.backbone.ffn_width, dtype=torch.float64)
+    square, count = torch.zeros_like(total), 0
+    for batch, cache in model.eval_batches(split, batch_size, caches):
+        acts = activations.prompt_activations(model, batch, cache).double()
+        total += acts.sum(dim=(0, 2))
+        square += (acts**2).sum(dim=(0, 2))
+        count += acts.shape[0] * acts.shape[2]
+    mean = total / count
+    return (square / count - mean**2).clamp(min=0).sqrt().float()
+
+
+def perturbed_accuracy(
+    model: SoftPromptModel,
+    split: Dataset,
+    neurons: Bool[Tensor, "layer ffn"],
+    config: PerturbConfig,
+    seed: int = 0,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    values: Float[Tensor, "layer ffn"] | None = None,
+) -> float:
+    """Test accuracy of a prompt model with the chosen neurons perturbed.
+
+    On a decoder with ``scope="prompt"`` the text runs once, unperturbed, and is cached:
+    every perturbation of the split then only recomputes the prompt positions, which is
+    what makes sweeps affordable (`bench/perturbation.py`). The cache is filled before
+    the hooks are in place, so it never holds perturbed text.
+
+    Args:
+        values: per-neuron replacement (``how="value"``), or per-neuron spread
+            (``scale="spread"``); see `neuron_spread`.
+    """
+    sigma: float | Tensor = config.sigma
+    if config.how == "gaussian" and config.scale == "spread":
+        if values is None:
+            raise ValueError("scale='spread' needs each neuron's spread as values")
+        sigma, values = config.sigma * values, None
+    decoder = model.backbone.kind == "decoder"
+    first = model.n_scored if (config.scope == "prompt" and not decoder) else None
+    hooks = dict(how=config.how, values=values, sigma=sigma, seed=seed, per=config.per, first=first)
+    if decoder and config.scope == "prompt" and model.prefix_cache:
+        caches = caches if caches is not None else TextCaches()
+        caches.batches(model, split, batch_size)  # text caches computed without the hooks
+        with perturbed(model.backbone, neurons, **hooks):
+            return model.evaluate(split, batch_size, caches=caches).accuracy
+    with without_prefix_cache(model), perturbed(model.backbone, neurons, **hooks):
+        return model.evaluate(split, batch_size).accuracy
+
+
+def sweep(
+    model: SoftPromptModel,
+    split: Dataset,
+    orders: Mapping[str, Order],
+    fractions: Sequence[float],
+    config: PerturbConfig,
+    own: str,
+    random_draws: int = 3,
+    seed: int = 0,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    values: Float[Tensor, "layer ffn"] | None = None,
+    progress: bool = False,
+) -> list[dict[str, object]]:
+    """Accuracy as a growing fraction of neurons is perturbed, in several orders.
+
+    For each fraction, the set each order gives for it (e.g. a source task's skill neurons
+    at that fraction, `predictivity.skill_neurons`) is perturbed, and ``random_draws`` random sets with the same count in
+    every layer as order ``own`` at that fraction. Fraction 0 is the unperturbed model.
+    Noise seeds depend on the draw and the fraction, never on the order, so every order
+    sees the same noise.
+
+    Paper: §4.2, Fig. 4 (0-17% of the neurons; random order as the control).
+
+    Returns:
+        rows with ``order`` (a name of ``orders`` or ``random``), ``draw``, ``fraction``
+        and ``accuracy``.
+    """
+    if own not in orders:
+        raise ValueError(f"own order {own!r} is not among the orders {list(orders)}")
+    caches = caches if caches is not None else TextCaches()
+    clean = model.evaluate(split, batch_size, caches=caches).accuracy
+    rows: list[dict[str, object]] = [
+        {"order": name, "draw": 0, "fraction": 0.0, "accuracy": clean} for name in orders
+    ]
+    rows += [
+        {"order": "random", "draw": d, "fraction": 0.0, "accuracy": clean}
+        for d in range(random_draws)
+    ]
+    steps = [
+        (f, name) for f in fractions if f > 0 for name in [*orders, *["random"] * random_draws]
+    ]
+    bar = tqdm(total=len(steps), disable=not progress, desc="sweep")
+    for f_index, fraction in enumerate(f for f in fractions if f > 0):
+        noise_seed = stable_seed("sweep", seed, f_index)
+        for name, order in orders.items():
+            chosen = order(fraction)
+            accuracy = perturbed_accuracy(
+                model, split, chosen, config, noise_seed, batch_size, caches, values
+            )
+            rows.append({"order": name, "draw": 0, "fraction": fraction, "accuracy": accuracy})
+            bar.update()
+        own_set = orders[own](fraction)
+        for draw in range(random_draws):
+            chosen = random_counterpart(own_set, stable_seed("random", seed, draw, f_index))
+            accuracy = perturbed_accuracy(
+                model, split, chosen, config, noise_seed, batch_size, caches, values
+            )
+            rows.append(
+                {"order": "random", "draw": draw, "fraction": fraction, "accuracy": accuracy}
+            )
+            bar.update()
+    bar.close()
+    return rows
+
+
+def curve_area(fractions: Sequence[float], accuracies: Sequence[float]) -> float:
+    """Area under an accuracy curve over the perturbed fraction (trapezoid rule)."""
+    x, y = np.asarray(fractions, dtype=float), np.asarray(accuracies, dtype=float)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    return float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum())
+
+
+def importance(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
+    """Neuronal importance of each order for one evaluated task: the area between the
+    random curve (mean over draws) and the order's curve. Positive when perturbing in
+    that order hurts more than random.
+
+    Paper: §4.3, Fig. 6 (before the z-score over source tasks).
+    """
+    table = pd.DataFrame(list(rows))
+    random = table[table["order"] == "random"].groupby("fraction")["accuracy"].mean()
+    area_random = curve_area(random.index, random.to_numpy())
+    out = {}
+    for name, part in table[table["order"] != "random"].groupby("order", sort=False):
+        curve = part.groupby("fraction")["accuracy"].mean()
+        out[str(name)] = area_random - curve_area(curve.index, curve.to_numpy())
+    return out
+
+
+def zscored(matrix: pd.DataFrame) -> pd.DataFrame:
+    """Z-score each row (an evaluated task) over its columns (source tasks), as Fig. 6."""
+    centred = matrix.sub(matrix.mean(axis=1), axis=0)
+    spread = matrix.std(axis=1, ddof=0).replace(0, np.nan)
+    return centred.div(spread, axis=0).fillna(0.0)
+
+
+# ----------------------------------------------------------------------------------
+# The selectivity index of Morcos et al. (2018), an alternative ranking (App. H).
+
+
+@torch.no_grad()
+def class_means(
+    model: SoftPromptModel,
+    split: Dataset,
+    n_classes: int,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> Float[Tensor, "label layer prompt ffn"]:
+    """Each neuron's mean activation at each scored prompt position, per class."""
+    shape = (n_classes, model.backbone.n_layers, model.n_scored, model.backbone.ffn_width)
+    total = torch.zeros(shape, dtype=torch.float64)
+    counts = torch.zeros(n_classes, dtype=torch.float64)
+    for batch, cache in model.eval_batches(split, batch_size, caches):
+        acts = activations.prompt_activations(model, batch, cache).double()
+        total.index_add_(0, batch.labels, acts)
+        counts += torch.bincount(batch.labels, minlength=n_classes).double()
+    if bool((counts == 0).any()):
+        raise ValueError(f"every class needs examples; counts per class {counts.tolist()}")
+    return (total / counts[:, None, None, None]).float()
+
+
+def selectivity_index(
+    means: Float[Tensor, "label layer prompt ffn"],
+    mask: Bool[Tensor, " prompt"] | None = None,
+    eps: float = 1e-8,
+) -> Float[Tensor, "layer ffn"]:
+    """Morcos et al.'s class selectivity, ``(μ_max − μ_rest) / (μ_max + μ_rest)``, maxed over
+    prompt positions like predictivity.
+
+    ``μ_max`` is the largest class mean, ``μ_rest`` the mean of the other class means. The
+    index was defined for non-negative (ReLU) activations; gated MLPs also produce negative
+    values, so the denominator uses magnitudes, ``|μ_max| + |μ_rest|``, which equals the
+    original wherever activations are non-negative.
+
+    Paper: App. H, Fig. 15 (an alternative ranking, no better than random there).
+    """
+    top = means.max(dim=0).values
+    rest = (means.sum(dim=0) - top) / (means.shape[0] - 1)
+    index = (top - rest) / (top.abs() + rest.abs() + eps)
+    if mask is not None:
+        index = index[:, mask]
+    return index.max(dim=1).values

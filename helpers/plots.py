@@ -239,17 +239,27 @@ def pruning_tradeoff(sweep: pd.DataFrame, ax: Axes | None = None) -> Figure:
 
 
 def similarity_heatmap(
-    matrix: np.ndarray, names: Sequence[str], ax: Axes | None = None, label: str = "Spearman ρ"
+    matrix: np.ndarray,
+    names: Sequence[str],
+    ax: Axes | None = None,
+    label: str = "Spearman ρ",
+    columns: Sequence[str] | None = None,
+    diverging: bool = True,
 ) -> Figure:
-    """A task × task similarity matrix with its values written in the cells (Fig. 5)."""
-    fig, ax = _axes(ax, figsize=(1.0 + 0.75 * len(names), 0.6 + 0.65 * len(names)))
-    bound = max(float(np.abs(matrix).max()), 1e-6)
-    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    """A matrix with its values written in the cells: task × task similarity (Fig. 5), or
+    source × target transfer (rows ``names``, columns ``columns``, sequential colours)."""
+    columns = names if columns is None else columns
+    fig, ax = _axes(ax, figsize=(1.0 + 0.75 * len(columns), 0.6 + 0.65 * len(names)))
+    if diverging:
+        bound = max(float(np.abs(matrix).max()), 1e-6)
+        image = ax.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound)
+    else:
+        image = ax.imshow(matrix, cmap="viridis")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.grid(False)
     for i in range(len(names)):
-        for j in range(len(names)):
+        for j in range(len(columns)):
             ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax, label=label, shrink=0.8)
     return fig
@@ -277,4 +287,23 @@ def task_dendrogram(tree: np.ndarray, names: Sequence[str], ax: Axes | None = No
     )
     ax.set_ylabel("1 - Spearman ρ")
     ax.grid(False)
+    return fig
+
+
+def indicator_scatter(
+    indicators: Mapping[str, np.ndarray], transfer: np.ndarray, names: Sequence[str]
+) -> Figure:
+    """One panel per indicator: its value against relative transfer, one point per
+    source-target pair (the diagonal left out), coloured by target task."""
+    fig, axes = plt.subplots(
+        1, len(indicators), figsize=(2.6 * len(indicators), 2.8), sharey=True, squeeze=False
+    )
+    off = ~np.eye(len(names), dtype=bool)
+    for ax, (label, values) in zip(axes[0], indicators.items(), strict=True):
+        for t, target in enumerate(names):
+            rows = off[:, t]
+            ax.scatter(values[rows, t], transfer[rows, t], s=18, label=target)
+        ax.set_xlabel(label)
+    axes[0, 0].set_ylabel("relative transfer")
+    axes[0, -1].legend(title="target", fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     return fig

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -518,6 +519,18 @@ class SoftPromptModel(nn.Module):
         return Evaluation(labels, predictions)
 
 
+@contextmanager
+def without_prefix_cache(model: SoftPromptModel) -> Iterator[SoftPromptModel]:
+    """Run a decoder prompt model on the full layout inside the context (text and prompt
+    in one forward pass), e.g. to perturb the text positions too, or for an empty text."""
+    cached = model.prefix_cache
+    model.prefix_cache = False
+    try:
+        yield model
+    finally:
+        model.prefix_cache = cached
+
+
 def length_order(lengths: np.ndarray) -> np.ndarray:
     """Return the indices of ``lengths`` from shortest to longest (stable)."""
     return np.argsort(lengths, kind="stable")
@@ -688,64 +701,93 @@ def train_prompt(
     seed: int = 0,
     progress: bool = True,
     caches: TextCaches | None = None,
+    parameters: Sequence[nn.Parameter] | None = None,
 ) -> TrainResult:
     """Train the soft prompt of ``model`` with early stopping; keep the best dev prompt.
 
     Data order comes from ``seed`` (a trial differs in order and initialisation, §4.1).
     On return ``model.prompt`` holds the best prompt.
 
+    Args:
+        parameters: train these instead of the prompt (e.g. LoRA or bias parameters of
+            the backbone, §5); they must be exactly the parameters that require grad.
+            The text then depends on trained weights: training steps run the full layout,
+            ``caches`` is ignored, and the best parameters are restored on return.
+
     Raises:
         ValueError: an empty train or dev split.
+        PromptError: other parameters than the trained ones require grad.
     """
     if len(train) == 0 or len(dev) == 0:
         raise ValueError(f"cannot train on an empty split (train {len(train)}, dev {len(dev)})")
-    frozen = [p for p in model.backbone.model.parameters() if p.requires_grad]
-    if frozen:
+    trained = [model.prompt] if parameters is None else list(parameters)
+    ids = {id(p) for p in trained}
+    everything = [model.prompt, *model.backbone.model.parameters()]
+    stray = [p for p in everything if p.requires_grad and id(p) not in ids]
+    if parameters is None and stray:
         raise PromptError(
-            f"{len(frozen)} backbone parameters require grad; the backbone must be frozen"
+            f"{len(stray)} backbone parameters require grad; the backbone must be frozen"
         )
+    if stray or not all(p.requires_grad for p in trained):
+        raise PromptError("the trained parameters must be exactly those that require grad")
+    if parameters is not None:
+        caches = None
     eval_dev = dev if config.dev_size is None else dev.select(range(min(config.dev_size, len(dev))))
-    optimizer = torch.optim.Adam([model.prompt], lr=config.lr, betas=config.betas, eps=config.eps)
+    optimizer = torch.optim.Adam(trained, lr=config.lr, betas=config.betas, eps=config.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
     rng = np.random.default_rng(seed)
-    best = (-1.0, 0, model.prompt.detach().clone())
+
+    def snapshot() -> list[Tensor]:
+        return [p.detach().clone() for p in trained]
+
+    best = (-1.0, 0, snapshot())
     history: list[dict[str, float]] = []
     losses: list[float] = []
     since_best, step = 0, 0
     lengths, labels = model.text_lengths(train), np.asarray(list(train["label"]))
-    bar = tqdm(total=config.max_steps, disable=not progress, desc="prompt tuning", leave=False)
-    while step < config.max_steps and since_best < config.patience:
-        order = bucketed_order(lengths, config.batch_size, rng, config.length_window, labels)
-        for batch in model.batches(train, config.batch_size, order):
-            model.backbone.model.train(config.mode == "train")
-            loss = nn.functional.cross_entropy(model(batch), batch.labels)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_([model.prompt], config.clip_norm)
-            optimizer.step()
-            scheduler.step()
-            model.backbone.model.eval()
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update()
-            if step % config.eval_every == 0 or step == config.max_steps:
-                accuracy = model.evaluate(eval_dev, config.eval_batch_size, caches=caches).accuracy
-                history.append(
-                    {"step": step, "loss": float(np.mean(losses)), "dev_accuracy": accuracy}
-                )
-                bar.set_postfix(loss=f"{np.mean(losses):.3f}", dev=f"{accuracy:.3f}")
-                losses = []
-                # A tie counts as an improvement, as in the official code.
-                if accuracy >= best[0]:
-                    best, since_best = (accuracy, step, model.prompt.detach().clone()), 0
-                else:
-                    since_best += 1
-            if step >= config.max_steps or since_best >= config.patience:
-                break
-    bar.close()
+    bar = tqdm(total=config.max_steps, disable=not progress, desc="tuning", leave=False)
+    # Trained backbone weights change the text's keys and values: no text cache then.
+    layout = without_prefix_cache if parameters is not None else nullcontext
+    try:
+        while step < config.max_steps and since_best < config.patience:
+            order = bucketed_order(lengths, config.batch_size, rng, config.length_window, labels)
+            for batch in model.batches(train, config.batch_size, order):
+                model.backbone.model.train(config.mode == "train")
+                with layout(model):
+                    loss = nn.functional.cross_entropy(model(batch), batch.labels)
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(trained, config.clip_norm)
+                optimizer.step()
+                scheduler.step()
+                model.backbone.model.eval()
+                losses.append(float(loss.detach()))
+                step += 1
+                bar.update()
+                if step % config.eval_every == 0 or step == config.max_steps:
+                    accuracy = model.evaluate(eval_dev, config.eval_batch_size, caches=caches)
+                    history.append(
+                        {
+                            "step": step,
+                            "loss": float(np.mean(losses)),
+                            "dev_accuracy": accuracy.accuracy,
+                        }
+                    )
+                    bar.set_postfix(loss=f"{np.mean(losses):.3f}", dev=f"{accuracy.accuracy:.3f}")
+                    losses = []
+                    # A tie counts as an improvement, as in the official code.
+                    if accuracy.accuracy >= best[0]:
+                        best, since_best = (accuracy.accuracy, step, snapshot()), 0
+                    else:
+                        since_best += 1
+                if step >= config.max_steps or since_best >= config.patience:
+                    break
+    finally:
+        bar.close()
     with torch.no_grad():
-        model.prompt.copy_(best[2])
-    return TrainResult(best[2], best[1], best[0], history)
+        for parameter, value in zip(trained, best[2], strict=True):
+            parameter.copy_(value)
+    return TrainResult(model.prompt.detach().clone(), best[1], best[0], history)
 
 
 # ----------------------------------------------------------------------------------
@@ -858,11 +900,15 @@ def run_trials(
     return [run_trial(backbone, task, prompt, train, s, store, progress, caches) for s in seeds]
 
 
-def moved(model: SoftPromptModel, backbone: Backbone) -> SoftPromptModel:
-    """Return the same prompt on another backbone with the same embeddings (e.g. pruned).
+def moved(
+    model: SoftPromptModel, backbone: Backbone, label_words: Sequence[str] | None = None
+) -> SoftPromptModel:
+    """Return the same prompt on another backbone with the same embeddings (e.g. pruned),
+    optionally read through other label words (e.g. a target task's, for transfer).
 
     Raises:
         PromptError: the other backbone's embedding size differs.
+        LabelWordError: a label word is not one token of ``backbone``.
     """
     d_model = backbone.model.get_input_embeddings().weight.shape[1]
     if model.prompt.shape[1] != d_model:
@@ -870,7 +916,10 @@ def moved(model: SoftPromptModel, backbone: Backbone) -> SoftPromptModel:
             f"a prompt of size {model.prompt.shape[1]} cannot run on {backbone.name!r} "
             f"(d_model {d_model})"
         )
-    other = SoftPromptModel(backbone, model.config, prefix_cache=model.prefix_cache)
+    config = model.config
+    if label_words is not None:
+        config = replace(config, label_words=tuple(label_words))
+    other = SoftPromptModel(backbone, config, prefix_cache=model.prefix_cache)
     with torch.no_grad():
         other.prompt.copy_(model.prompt)
     return other

@@ -116,6 +116,16 @@ def type_summary(
     return {key: float(np.mean(v)) if v else float("nan") for key, v in groups.items()}
 
 
+def by_task(matrix: Float[Tensor, "view view"], names: Sequence[str]) -> tuple[list[str], Tensor]:
+    """Average a matrix over views (``task:subtask``) into one row and column per task."""
+    tasks = list(dict.fromkeys(name.split(":")[0] for name in names))
+    groups = [[i for i, n in enumerate(names) if n.split(":")[0] == task] for task in tasks]
+    out = torch.tensor(
+        [[float(matrix[a][:, b].mean()) for b in groups] for a in groups], dtype=matrix.dtype
+    )
+    return tasks, out
+
+
 def hypergeometric_pvalue(overlap: int, total: int, size_a: int, size_b: int) -> float:
     """P(|A ∩ B| >= overlap) for a random ``size_b``-set drawn from ``total`` items.
 

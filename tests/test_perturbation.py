@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import pandas as pd
 import pytest
 import torch
 
-from helpers import activations, models, perturbation
+from helpers import activations, data, models, perturbation, prompting
+from helpers.predictivity import select
 
 
 def _ids(backbone: models.Backbone, n: int = 3, length: int = 7) -> torch.Tensor:
@@ -81,3 +85,172 @@ def test_hooks_are_removed_on_error_and_bad_input_is_refused() -> None:
     for (neurons, how), message in bad:
         with pytest.raises(ValueError, match=message), perturbation.perturbed(tiny, neurons, how):
             pass
+
+
+def test_token_noise_differs_by_position_and_first_limits_the_positions() -> None:
+    tiny = models.tiny_backbone("llama")
+    ids, chosen = _ids(tiny), _chosen(tiny)
+    with activations.record_neurons(tiny, layers=[0]) as clean:
+        tiny.model(input_ids=ids)
+    clean = dict(clean)
+    with (
+        perturbation.perturbed(tiny, chosen, "gaussian", sigma=0.1, per="token", first=3),
+        activations.record_neurons(tiny, layers=[0]) as noisy,
+    ):
+        tiny.model(input_ids=ids)
+    noise = noisy[0] - clean[0]
+    assert not torch.allclose(noise[:, 0], noise[:, 1])
+    assert (noise[:, 3:] == 0).all() and (noise[:, :3, chosen[0]] != 0).all()
+
+
+def test_per_neuron_sigma_leaves_zero_sigma_neurons_alone() -> None:
+    tiny = models.tiny_backbone("llama")
+    ids, chosen = _ids(tiny), torch.ones(2, 48, dtype=torch.bool)
+    sigma = torch.zeros(tiny.n_layers, tiny.ffn_width)
+    sigma[:, :5] = 0.3
+    with activations.record_neurons(tiny, layers=[0]) as clean:
+        tiny.model(input_ids=ids)
+    clean = dict(clean)
+    with (
+        perturbation.perturbed(tiny, chosen, "gaussian", sigma=sigma),
+        activations.record_neurons(tiny, layers=[0]) as noisy,
+    ):
+        tiny.model(input_ids=ids)
+    noise = noisy[0] - clean[0]
+    assert (noise[..., 5:] == 0).all() and (noise[..., :5] != 0).all()
+    with pytest.raises(ValueError, match="sigma must have shape"):
+        perturbation.perturbed(tiny, chosen, sigma=torch.zeros(3)).__enter__()
+
+
+def test_random_counterpart_keeps_the_count_in_every_layer() -> None:
+    chosen = torch.zeros(4, 30, dtype=torch.bool)
+    chosen[0, :5], chosen[2, 10:22] = True, True
+    drawn = perturbation.random_counterpart(chosen, seed=1)
+    assert drawn.sum(dim=1).tolist() == chosen.sum(dim=1).tolist()
+    assert not torch.equal(drawn, chosen)
+    assert torch.equal(drawn, perturbation.random_counterpart(chosen, seed=1))
+    assert not torch.equal(drawn, perturbation.random_counterpart(chosen, seed=2))
+
+
+def _prompt_model(kind: str = "llama") -> prompting.SoftPromptModel:
+    tiny = models.tiny_backbone(kind)
+    return prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=3, max_text_tokens=8))
+
+
+def _split() -> data.Dataset:
+    texts = ["a good movie", "the worst film", "great fun", "boring and bad", "loved it", "it"]
+    return data.dataset(texts, [1, 0, 1, 0, 1, 0], ("negative", "positive"))
+
+
+def test_prompt_scope_on_a_decoder_equals_perturbing_prompt_positions_of_the_full_layout() -> None:
+    model, split = _prompt_model(), _split()
+    chosen = _chosen(model.backbone, 0.5)
+    config = perturbation.PerturbConfig(how="zero", scope="prompt")
+    caches = prompting.TextCaches()
+    ours = perturbation.perturbed_accuracy(
+        model, split, chosen, config, batch_size=4, caches=caches
+    )
+    # By hand: the full layout, zeroing the chosen neurons at each example's prompt positions.
+    batch = next(model.batches(split, len(split)))
+    layout = model.layout(batch)
+    at_prompt = torch.zeros(layout.attention_mask.shape, dtype=torch.bool)
+    at_prompt[torch.arange(len(split))[:, None], layout.prompt_positions] = True
+    handles = [
+        site.register_forward_pre_hook(
+            lambda _m, args, keep=chosen[layer]: (
+                args[0].masked_fill(at_prompt[:, :, None] & keep[None, None, :], 0.0),
+            )
+        )
+        for layer, site in enumerate(model.backbone.neuron_sites())
+    ]
+    try:
+        with prompting.without_prefix_cache(model), torch.no_grad():
+            expected = model(batch).argmax(dim=1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ours == pytest.approx(float((expected == batch.labels).float().mean()))
+    # The shared text caches were filled before the hooks: clean evaluations stay clean.
+    clean = model.evaluate(split, 4)
+    cached = model.evaluate(split, 4, caches=caches)
+    assert cached.predictions.tolist() == clean.predictions.tolist()
+    assert activations.hook_count(model.backbone.model) == 0
+
+
+def test_all_scope_perturbs_the_text_too_and_encoders_keep_to_the_prompt() -> None:
+    model, split = _prompt_model(), _split()
+    everything = torch.ones(model.backbone.n_layers, model.backbone.ffn_width, dtype=torch.bool)
+    zero_all = perturbation.PerturbConfig(how="zero", scope="all")
+    with (
+        prompting.without_prefix_cache(model),
+        perturbation.perturbed(model.backbone, everything, "zero"),
+    ):
+        expected = model.evaluate(split, 4).accuracy
+    assert (
+        perturbation.perturbed_accuracy(model, split, everything, zero_all, batch_size=4)
+        == expected
+    )
+    encoder = _prompt_model("roberta")
+    with perturbation.perturbed(encoder.backbone, everything, "zero", first=encoder.n_scored):
+        expected = encoder.evaluate(split, 4).accuracy
+    zero_prompt = perturbation.PerturbConfig(how="zero", scope="prompt")
+    assert (
+        perturbation.perturbed_accuracy(encoder, split, everything, zero_prompt, batch_size=4)
+        == expected
+    )
+
+
+def test_sweep_rows_with_zero_noise_all_equal_the_clean_accuracy() -> None:
+    model, split = _prompt_model(), _split()
+    gen = torch.Generator().manual_seed(0)
+    scores = {name: torch.rand(2, 48, generator=gen) for name in ("own", "other")}
+    orders = {name: partial(select, value, how="per_layer") for name, value in scores.items()}
+    config = perturbation.PerturbConfig(sigma=0.0)
+    rows = perturbation.sweep(model, split, orders, [0.0, 0.1, 0.5], config, "own", 2, batch_size=4)
+    clean = model.evaluate(split, 4).accuracy
+    assert len(rows) == 3 * (2 + 2)
+    assert all(row["accuracy"] == clean for row in rows)
+    assert {row["order"] for row in rows} == {"own", "other", "random"}
+    with pytest.raises(ValueError, match="own order"):
+        perturbation.sweep(model, split, orders, [0.1], config, "missing")
+
+
+def test_importance_is_the_area_between_random_and_order_curves() -> None:
+    rows = [
+        {"order": "random", "draw": d, "fraction": f, "accuracy": 0.8}
+        for d in (0, 1)
+        for f in (0.0, 0.1, 0.2)
+    ]
+    rows += [{"order": "a", "draw": 0, "fraction": f, "accuracy": 0.8 - f} for f in (0.0, 0.1, 0.2)]
+    rows += [{"order": "b", "draw": 0, "fraction": f, "accuracy": 0.8} for f in (0.0, 0.1, 0.2)]
+    found = perturbation.importance(rows)
+    assert found["a"] == pytest.approx(0.02) and found["b"] == pytest.approx(0.0)
+    z = perturbation.zscored(pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 2.0]}))
+    assert z.to_numpy().tolist() == [[-1.0, 1.0], [0.0, 0.0]]
+    assert perturbation.curve_area([0.2, 0.0, 0.1], [1.0, 1.0, 1.0]) == pytest.approx(0.2)
+
+
+def test_selectivity_index_known_answers_and_class_means() -> None:
+    means = torch.zeros(2, 1, 2, 3)
+    means[0, 0, :, 0] = 2.0  # only class 0 drives neuron 0: index 1
+    means[:, 0, :, 1] = 1.0  # both classes alike: index 0
+    means[0, 0, 0, 2], means[1, 0, 0, 2] = 3.0, 1.0  # (3 - 1) / (3 + 1) at position 0
+    index = perturbation.selectivity_index(means)
+    assert torch.allclose(index, torch.tensor([[1.0, 0.0, 0.5]]))
+    model, split = _prompt_model(), _split()
+    found = perturbation.class_means(model, split, 2, batch_size=4)
+    batch = next(model.batches(split, len(split)))
+    acts = activations.prompt_activations(model, batch)
+    torch.testing.assert_close(found[1], acts[batch.labels == 1].mean(dim=0))
+    with pytest.raises(ValueError, match="every class"):
+        perturbation.class_means(model, split.select([0, 2]), 2)
+
+
+def test_neuron_spread_is_the_standard_deviation_over_examples_and_positions() -> None:
+    model, split = _prompt_model(), _split()
+    batch = next(model.batches(split, len(split)))
+    acts = activations.prompt_activations(model, batch)
+    expected = acts.transpose(1, 2).reshape(-1, *acts.shape[1::2]).std(dim=0, unbiased=False)
+    torch.testing.assert_close(
+        perturbation.neuron_spread(model, split, 4), expected, atol=1e-5, rtol=1e-4
+    )

@@ -141,3 +141,11 @@ def test_activation_selectivity_orders_words_by_the_neuron_value() -> None:
     order = values[:, 0].argsort(descending=True, stable=True)
     assert found["top"] == [words[int(i)] for i in order[:2]]
     assert found["bottom"] == [words[int(i)] for i in order.flip(0)[:2]]
+
+
+def test_by_task_averages_subtask_views() -> None:
+    names = ["a", "b:pn", "b:neu"]
+    matrix = torch.tensor([[1.0, 0.2, 0.4], [0.2, 0.6, 0.5], [0.4, 0.5, 0.8]])
+    tasks, out = similarity.by_task(matrix, names)
+    assert tasks == ["a", "b"]
+    assert torch.allclose(out, torch.tensor([[1.0, 0.3], [0.3, 0.6]]))

@@ -1,0 +1,217 @@
+"""Other tuning methods than prompt tuning: LoRA and BitFit, with the same verbalizer.
+
+Paper: §5, Figs. 7-8. The paper trains adapters and BitFit, then perturbs their models in
+the *prompt-tuning* predictivity order: if the same neurons matter, skill neurons belong
+to the backbone, not to the prompt. Both methods keep the FFN weights (the neurons' K and
+V) fixed. The official classes for them are broken (`paper-spec.md` §7); this module
+builds LoRA (low-rank updates of the attention projections, Hu et al. 2021) by hand and
+BitFit as "train every bias".
+
+A method model is a `SoftPromptModel` whose prompt is the task's hand-written words
+(frozen), so the text, the prompt positions where neurons are read, and the verbalizer are
+those of prompt tuning; only what is trained differs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
+
+from helpers.data import TaskData, stable_seed
+from helpers.models import Backbone
+from helpers.prompting import PromptConfig, SoftPromptModel, TrainConfig, train_prompt
+from helpers.store import Artefact, ArtefactStore
+
+Method = Literal["lora", "bitfit"]
+
+# Attention projections LoRA adapts, by the last part of their module name.
+LORA_TARGETS = ("q_proj", "v_proj", "query", "value", "c_attn")
+
+
+class MethodError(ValueError):
+    """A tuning method cannot be applied to this backbone."""
+
+
+class LoRA(nn.Module):
+    """A frozen projection plus a trainable low-rank update: ``W x + (α/r) B A x``.
+
+    ``B`` starts at zero, so a fresh LoRA model computes exactly what the backbone does.
+    Works for ``nn.Linear`` and GPT-2's ``Conv1D`` (which stores its weight transposed).
+    """
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, generator: torch.Generator):
+        super().__init__()
+        if isinstance(base, nn.Linear):
+            d_in, d_out = base.in_features, base.out_features
+        elif isinstance(base, Conv1D):
+            d_in, d_out = base.weight.shape
+        else:
+            raise MethodError(f"LoRA cannot wrap a {type(base).__name__}")
+        self.base = base
+        self.scale = alpha / rank
+        a = torch.empty(rank, d_in)
+        bound = 1 / math.sqrt(d_in)
+        a.uniform_(-bound, bound, generator=generator)
+        self.lora_a = nn.Parameter(a.to(base.weight.dtype))
+        self.lora_b = nn.Parameter(torch.zeros(d_out, rank, dtype=base.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x) + self.scale * (x @ self.lora_a.T) @ self.lora_b.T
+
+
+def add_lora(
+    backbone: Backbone, rank: int = 4, alpha: float = 8.0, seed: int = 0
+) -> list[nn.Parameter]:
+    """Wrap every attention projection named in `LORA_TARGETS` with `LoRA`, in place.
+
+    Returns the new trainable parameters (everything else stays frozen).
+
+    Raises:
+        MethodError: no attention projection of a known name was found.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    added: list[nn.Parameter] = []
+    for block in backbone.layers():
+        for name, module in list(block.named_modules()):
+            if name.split(".")[-1] in LORA_TARGETS and not isinstance(module, LoRA):
+                parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
+                wrapped = LoRA(module, rank, alpha, generator)
+                setattr(parent, name.split(".")[-1], wrapped)
+                added += [wrapped.lora_a, wrapped.lora_b]
+    if not added:
+        raise MethodError(f"no attention projection named one of {LORA_TARGETS} in {backbone.name}")
+    return added
+
+
+def bias_parameters(backbone: Backbone) -> list[nn.Parameter]:
+    """BitFit: every bias of the backbone (attention, FFN, normalisation, head), unfrozen.
+
+    Raises:
+        MethodError: the backbone has no bias terms (Llama-family models such as the
+            embedded SmolLM2 have none, so BitFit does not apply to them).
+    """
+    found = [p for name, p in backbone.model.named_parameters() if name.endswith("bias")]
+    if not found:
+        raise MethodError(f"{backbone.name} has no bias parameters; BitFit does not apply")
+    for parameter in found:
+        parameter.requires_grad_(True)
+    return found
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A tuning method and its size.
+
+    Attributes:
+        method: ``lora`` (attention projections, rank ``rank``, scale ``alpha / rank``)
+            or ``bitfit`` (every bias).
+    """
+
+    method: Method = "lora"
+    rank: int = 4
+    alpha: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "bitfit"):
+            raise MethodError(f"unknown method {self.method!r}; use 'lora' or 'bitfit'")
+        if self.rank < 1:
+            raise MethodError(f"rank must be >= 1, got {self.rank}")
+
+
+def method_model(
+    backbone: Backbone, task: TaskData, prompt: PromptConfig, config: MethodConfig, seed: int = 0
+) -> tuple[SoftPromptModel, list[nn.Parameter]]:
+    """A model for the method: the task's hand-written words as a frozen prompt on
+    ``backbone`` (changed in place: give it a copy), and the parameters to train.
+
+    The hand-written words take the soft prompt's place, so neurons are read at the same
+    kind of position (the prompt's positions, up to the prediction).
+    """
+    words = task.spec.hand_prompt
+    length = len(backbone.tokenizer(words, add_special_tokens=False)["input_ids"])
+    fixed = PromptConfig(
+        length=length,
+        init="text",
+        init_text=words,
+        label_words=prompt.label_words,
+        template=prompt.template,
+        separator=prompt.separator,
+        max_text_tokens=prompt.max_text_tokens,
+    )
+    model = SoftPromptModel(backbone, fixed)
+    model.prompt.requires_grad_(False)
+    if config.method == "lora":
+        parameters = add_lora(backbone, config.rank, config.alpha, seed)
+    else:
+        parameters = bias_parameters(backbone)
+    return model, parameters
+
+
+def trainable_state(model: SoftPromptModel) -> dict[str, Tensor]:
+    """The backbone's trained tensors (those that require grad), by parameter name."""
+    return {
+        name: p.detach().clone()
+        for name, p in model.backbone.model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def run_method(
+    backbone_factory: Callable[[], Backbone],
+    task: TaskData,
+    prompt: PromptConfig,
+    config: MethodConfig,
+    train: TrainConfig,
+    seed: int,
+    store: ArtefactStore,
+    progress: bool = False,
+) -> tuple[SoftPromptModel, Artefact]:
+    """Train (or load) one method on one task; return the trained model and its artefact.
+
+    ``backbone_factory()`` returns a fresh copy of the backbone (the method changes it).
+    The artefact (stage ``methods``) holds the trained tensors and the dev/test accuracy.
+    """
+    backbone = backbone_factory()
+    trial_seed = stable_seed("method", config.method, task.spec.name, seed)
+    model, parameters = method_model(backbone, task, prompt, config, trial_seed)
+    settings = {
+        "backbone": backbone.name,
+        "task": task.spec.name,
+        "method": asdict(config),
+        "prompt": asdict(model.config),
+        "train": asdict(train),
+        "seed": seed,
+    }
+
+    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+        result = train_prompt(
+            model, task.train, task.dev, train, trial_seed, progress, parameters=parameters
+        )
+        test = model.evaluate(task.test, train.eval_batch_size)
+        metrics = {
+            "best_step": result.best_step,
+            "dev_accuracy": result.best_dev,
+            "test_accuracy": test.accuracy,
+        }
+        return trainable_state(model), {
+            "config": settings,
+            "history": result.history,
+            "metrics": metrics,
+        }
+
+    artefact = store.cached("methods", settings, compute, upstream=[task.key])
+    state = artefact.tensors()
+    named = dict(model.backbone.model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            named[name].copy_(value)
+    for parameter in parameters:
+        parameter.requires_grad_(False)
+    model.backbone.name = f"{backbone.name}+{config.method}:{artefact.key}"
+    return model, artefact

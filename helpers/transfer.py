@@ -1,0 +1,156 @@
+"""Prompt transferability, and the indicators that predict it.
+
+Paper: §6.2 (`paper-spec.md` §8b). A prompt trained on a source task is applied unchanged
+to a target task; how well it does, relative to the target's own prompts, is the
+*transfer*. Indicators that might predict it without running it: ON, the overlap of the
+neurons two prompts activate (Su et al. 2022), ON restricted to the target's skill neurons
+(the paper's proposal), and the cosine similarity of the prompt vectors (a naive
+baseline). Each is scored by the Spearman correlation with measured transfer, per target
+task over source tasks, averaged over targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from helpers import activations
+from helpers.data import TaskData, VerbalizerStyle
+from helpers.prompting import SoftPromptModel, TextCaches, moved, without_prefix_cache
+from helpers.similarity import spearman
+
+
+def transfer_accuracy(
+    source: SoftPromptModel,
+    target: TaskData,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    words: VerbalizerStyle = "shared",
+) -> float:
+    """Accuracy of a source task's prompt on a target task's test split, unchanged.
+
+    The prompt is read through the *target's* label words. Where the target has more
+    classes than the source (a binary prompt on a three-class task), the extra words'
+    logits were never trained by the source: that is part of what transfer measures, as
+    in the paper, where all tasks share the label words.
+
+    Paper: §6.2 ("zero-shot transferability").
+    """
+    reader = moved(source, source.backbone, label_words=target.spec.label_words(words))
+    return reader.evaluate(target.test, batch_size, caches=caches).accuracy
+
+
+def prediction_index(model: SoftPromptModel) -> int:
+    """Index, among the scored positions, of the position the verbalizer reads."""
+    return 0 if model.backbone.kind == "encoder" else model.n_scored - 1
+
+
+@torch.no_grad()
+def activation_state(model: SoftPromptModel, threshold: float = 0.0) -> Bool[Tensor, "layer ffn"]:
+    """Which neurons a prompt activates at the prediction position, given an empty input.
+
+    "Activated" is activation > ``threshold`` (0, as in Su et al.'s code for GELU; the
+    gated MLPs of the embedded backbone take both signs, and 0 still splits them).
+
+    Paper: §6.2; Su et al. 2022 (the [MASK] position with an empty input).
+    """
+    batch = model.encode([""], [None], [0])
+    with without_prefix_cache(model):  # an empty text has no keys and values to cache
+        values = activations.prompt_activations(model, batch)
+    return values[0, :, prediction_index(model)] > threshold
+
+
+def overlap_rate(
+    a: Bool[Tensor, "layer ffn"],
+    b: Bool[Tensor, "layer ffn"],
+    within: Bool[Tensor, "layer ffn"] | None = None,
+) -> float:
+    """ON: the cosine similarity of two binary activation states, optionally within a set.
+
+    With ``within`` (e.g. the target task's skill neurons) only those neurons count: the
+    paper's skill-neuron ON. Two states with no active neuron have ON 0.
+
+    Paper: §6.2; Su et al. 2022.
+    """
+    if within is not None:
+        a, b = a[within], b[within]
+    a, b = a.flatten().double(), b.flatten().double()
+    norm = float(a.norm() * b.norm())
+    return 0.0 if norm == 0 else float(a @ b) / norm
+
+
+def prompt_cosine(a: SoftPromptModel, b: SoftPromptModel) -> float:
+    """Cosine similarity of two prompts' flattened vectors (the naive indicator)."""
+    first, second = a.prompt.detach().flatten(), b.prompt.detach().flatten()
+    return float(torch.nn.functional.cosine_similarity(first, second, dim=0))
+
+
+def pairwise(
+    prompts: Mapping[str, Sequence[SoftPromptModel]],
+    score: Callable[[str, int, str, int], float],
+) -> Float[Tensor, "source target"]:
+    """A source × target matrix: ``score(source, i, target, j)`` averaged over trial pairs."""
+    names = list(prompts)
+    out = torch.zeros(len(names), len(names))
+    for s, source in enumerate(names):
+        for t, target in enumerate(names):
+            values = [
+                score(source, i, target, j)
+                for i in range(len(prompts[source]))
+                for j in range(len(prompts[target]))
+            ]
+            out[s, t] = float(np.mean(values))
+    return out
+
+
+def relative_transfer(
+    accuracy: Float[Tensor, "source target"], own: Float[Tensor, " target"]
+) -> Float[Tensor, "source target"]:
+    """Transfer accuracy relative to the target's own prompt accuracy (Su et al.)."""
+    return accuracy / own[None, :]
+
+
+def target_correlations(
+    indicator: Float[Tensor, "source target"], transfer: Float[Tensor, "source target"]
+) -> Float[Tensor, " target"]:
+    """Spearman correlation of an indicator with transfer, per target over the other sources.
+
+    Paper: §6.2 (the averaged Spearman correlation, 0.53 for ON and 0.71 for skill-neuron
+    ON); the per-target reading is `paper-spec.md` §8b's interpretation.
+    """
+    n = indicator.shape[0]
+    if n < 3:
+        raise ValueError("correlations over sources need at least three tasks")
+    rows = []
+    for t in range(n):
+        sources = [s for s in range(n) if s != t]
+        rows.append(spearman(indicator[sources, t], transfer[sources, t]))
+    return torch.stack(rows)
+
+
+def bootstrap_interval(
+    values: Float[Tensor, " target"], draws: int = 2000, level: float = 0.9, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile interval of the mean over targets, resampling targets with replacement."""
+    rng = np.random.default_rng(seed)
+    array = values.double().numpy()
+    means = array[rng.integers(0, len(array), size=(draws, len(array)))].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def leave_one_out(
+    indicator: Float[Tensor, "source target"], transfer: Float[Tensor, "source target"]
+) -> list[float]:
+    """Mean correlation with each task removed from both sources and targets in turn."""
+    n = indicator.shape[0]
+    means = []
+    for left in range(n):
+        keep = [k for k in range(n) if k != left]
+        sub_indicator, sub_transfer = indicator[keep][:, keep], transfer[keep][:, keep]
+        means.append(float(target_correlations(sub_indicator, sub_transfer).mean()))
+    return means

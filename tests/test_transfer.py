@@ -1,0 +1,108 @@
+"""Transfer accuracy, ON and the correlation of indicators with transfer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from helpers import activations, data, models, prompting, transfer
+
+
+def _split(labels: list[int], names: tuple[str, ...]) -> data.Dataset:
+    texts = ["a good movie", "the worst film", "great fun", "boring and bad", "loved it", "it"]
+    return data.dataset(texts[: len(labels)], labels, names)
+
+
+def _task(name: str, labels: list[int]) -> data.TaskData:
+    spec = data.task_spec(name)
+    split = _split(labels, spec.label_names)
+    return data.TaskData(spec, split, split, split, name)
+
+
+def _prompt(tiny: models.Backbone, seed: int = 0) -> prompting.SoftPromptModel:
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    return prompting.SoftPromptModel(tiny, config, seed=seed)
+
+
+def test_on_of_a_prompt_with_itself_is_one(tiny: models.Backbone) -> None:
+    state = transfer.activation_state(_prompt(tiny))
+    assert state.shape == (tiny.n_layers, tiny.ffn_width) and state.any()
+    assert transfer.overlap_rate(state, state) == pytest.approx(1.0)
+    assert activations.hook_count(tiny.model) == 0
+
+
+def test_on_within_all_neurons_equals_plain_on() -> None:
+    tiny = models.tiny_backbone("llama")
+    a = transfer.activation_state(_prompt(tiny, 0))
+    b = transfer.activation_state(_prompt(tiny, 1))
+    everything = torch.ones_like(a)
+    assert transfer.overlap_rate(a, b, within=everything) == pytest.approx(
+        transfer.overlap_rate(a, b)
+    )
+
+
+def test_on_is_the_cosine_of_binary_states_within_a_set() -> None:
+    a = torch.tensor([[True, True, False, False]])
+    b = torch.tensor([[True, False, True, False]])
+    assert transfer.overlap_rate(a, b) == pytest.approx(0.5)
+    within = torch.tensor([[True, True, False, True]])
+    assert transfer.overlap_rate(a, b, within) == pytest.approx(1 / np.sqrt(2))
+    assert transfer.overlap_rate(a, torch.zeros_like(a)) == 0.0
+
+
+def test_activation_state_reads_the_last_prompt_position_of_an_empty_input() -> None:
+    tiny = models.tiny_backbone("llama")
+    model = _prompt(tiny)
+    with activations.record_neurons(tiny) as recorded:
+        tiny.model.base_model(inputs_embeds=model.prompt.detach()[None])
+    expected = torch.stack([recorded[layer][0, -1] for layer in range(tiny.n_layers)]) > 0
+    assert torch.equal(transfer.activation_state(model), expected)
+    assert model.prefix_cache  # restored
+
+
+def test_transfer_to_the_own_task_is_the_prompt_accuracy_and_reads_target_words() -> None:
+    tiny = models.tiny_backbone("llama")
+    model = _prompt(tiny)
+    own = _task("rotten_tomatoes", [1, 0, 1, 0, 1, 0])
+    expected = model.evaluate(own.test, batch_size=4).accuracy
+    assert transfer.transfer_accuracy(model, own, batch_size=4) == pytest.approx(expected)
+    three = _task("cf_tweets", [0, 1, 2, 0, 1, 2])
+    accuracy = transfer.transfer_accuracy(model, three, batch_size=4)
+    reader = prompting.moved(model, tiny, label_words=("negative", "neutral", "positive"))
+    assert accuracy == pytest.approx(reader.evaluate(three.test, batch_size=4).accuracy)
+    assert model.config.label_words == ("negative", "positive")  # the source is unchanged
+
+
+def test_target_correlations_match_scipy_per_target() -> None:
+    rng = np.random.default_rng(1)
+    indicator = torch.from_numpy(rng.random((5, 5)))
+    measured = torch.from_numpy(rng.random((5, 5)))
+    ours = transfer.target_correlations(indicator, measured)
+    for t in range(5):
+        sources = [s for s in range(5) if s != t]
+        expected = stats.spearmanr(indicator[sources, t], measured[sources, t]).statistic
+        assert float(ours[t]) == pytest.approx(expected, abs=1e-6)
+    assert torch.allclose(transfer.target_correlations(measured, measured), torch.ones(5))
+
+
+def test_relative_transfer_bootstrap_and_leave_one_out() -> None:
+    accuracy = torch.tensor([[0.8, 0.4], [0.6, 0.5]])
+    assert torch.allclose(
+        transfer.relative_transfer(accuracy, torch.tensor([0.8, 0.5])),
+        torch.tensor([[1.0, 0.8], [0.75, 1.0]]),
+    )
+    assert transfer.bootstrap_interval(torch.full((4,), 0.3)) == pytest.approx((0.3, 0.3))
+    low, high = transfer.bootstrap_interval(torch.tensor([0.0, 1.0, 0.5, 0.2]))
+    assert 0.0 <= low < high <= 1.0
+    measured = torch.rand(4, 4, generator=torch.Generator().manual_seed(0))
+    assert transfer.leave_one_out(measured, measured) == pytest.approx([1.0] * 4)
+    with pytest.raises(ValueError, match="at least three tasks"):
+        transfer.target_correlations(accuracy, accuracy)
+
+
+def test_pairwise_averages_over_trial_pairs() -> None:
+    prompts = {"a": [0, 1], "b": [2]}
+    matrix = transfer.pairwise(prompts, lambda s, i, t, j: prompts[s][i] + prompts[t][j])
+    assert torch.allclose(matrix, torch.tensor([[1.0, 2.5], [2.5, 4.0]]))
