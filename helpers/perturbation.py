@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -29,6 +29,7 @@ from helpers import activations
 from helpers.data import stable_seed
 from helpers.models import Backbone
 from helpers.prompting import SoftPromptModel, TextCaches, without_prefix_cache
+from helpers.store import ArtefactStore
 
 How = Literal["gaussian", "zero", "value"]
 
@@ -172,6 +173,19 @@ def neuron_spread(
     return (square / count - mean**2).clamp(min=0).sqrt().float()
 
 
+def neuron_values_for(
+    model: SoftPromptModel, fit: Dataset, config: PerturbConfig, batch_size: int = 32
+) -> Float[Tensor, "layer ffn"] | None:
+    """The per-neuron values a perturbation needs, from training examples ``fit``: the
+    baselines (mean over prompt positions) for ``how="value"``, the spreads for
+    ``scale="spread"``, otherwise None."""
+    if config.how == "value":
+        return activations.baseline(model, fit, batch_size).mean(dim=1)
+    if config.how == "gaussian" and config.scale == "spread":
+        return neuron_spread(model, fit, batch_size)
+    return None
+
+
 def perturbed_accuracy(
     model: SoftPromptModel,
     split: Dataset,
@@ -274,6 +288,58 @@ def sweep(
             bar.update()
     bar.close()
     return rows
+
+
+def stored_sweep(
+    store: ArtefactStore,
+    identity: Mapping[str, object],
+    upstream: Sequence[str],
+    model: SoftPromptModel,
+    split: Dataset,
+    orders: Mapping[str, Order],
+    fractions: Sequence[float],
+    config: PerturbConfig,
+    own: str,
+    random_draws: int = 3,
+    seed: int = 0,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    values: Float[Tensor, "layer ffn"] | None = None,
+) -> list[dict[str, object]]:
+    """`sweep`, computed once and kept in the artefact store (stage ``sweeps``).
+
+    Args:
+        identity: what the model and the orders are (e.g. the prompt's and the probes'
+            keys, the selection); part of the key, with every setting of the sweep.
+    """
+    settings = {
+        "sweep": dict(identity),
+        "orders": list(orders),
+        "fractions": list(fractions),
+        "config": asdict(config),
+        "own": own,
+        "random_draws": random_draws,
+        "seed": seed,
+        "n": len(split),
+    }
+
+    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+        rows = sweep(
+            model,
+            split,
+            orders,
+            fractions,
+            config,
+            own,
+            random_draws,
+            seed,
+            batch_size,
+            caches,
+            values,
+        )
+        return {}, {"rows": rows}
+
+    return store.cached("sweeps", settings, compute, upstream).json("rows")
 
 
 def curve_area(fractions: Sequence[float], accuracies: Sequence[float]) -> float:

@@ -307,3 +307,78 @@ def indicator_scatter(
     axes[0, 0].set_ylabel("relative transfer")
     axes[0, -1].legend(title="target", fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     return fig
+
+
+def perturbation_curves(
+    rows: pd.DataFrame, own: Mapping[str, str] | None = None, ncols: int = 3
+) -> Figure:
+    """Accuracy against the perturbed fraction, one panel per evaluated task (Fig. 4).
+
+    Args:
+        rows: columns ``task`` (evaluated), ``order``, ``draw``, ``fraction`` and
+            ``accuracy`` (a 0-1 fraction), trials already averaged or not.
+        own: the order to draw boldly in each task's panel (default: the task itself);
+            other orders are thin, and ``random`` is its mean with the range of draws.
+    """
+    tasks = list(dict.fromkeys(rows["task"]))
+    nrows = -(-len(tasks) // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        min(ncols, len(tasks)),
+        figsize=(3.2 * min(ncols, len(tasks)), 2.6 * nrows),
+        squeeze=False,
+        sharex=True,
+    )
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        part = rows[rows["task"] == task]
+        bold = (own or {}).get(task, task)
+        by_draw = part.groupby(["order", "draw", "fraction"])["accuracy"].mean().reset_index()
+        for order, curve in by_draw[by_draw["order"] != "random"].groupby("order"):
+            curve = curve.groupby("fraction")["accuracy"].mean()
+            if order == bold:
+                ax.plot(curve.index, 100 * curve, color=PALETTE[3], lw=2, label=f"{order} order")
+            else:
+                ax.plot(curve.index, 100 * curve, color="grey", lw=0.8, alpha=0.6)
+        random = by_draw[by_draw["order"] == "random"].groupby("fraction")["accuracy"]
+        if len(random):
+            ax.plot(
+                random.mean().index, 100 * random.mean(), color=PALETTE[0], lw=2, label="random"
+            )
+            ax.fill_between(
+                random.mean().index,
+                100 * random.min(),
+                100 * random.max(),
+                color=PALETTE[0],
+                alpha=0.2,
+            )
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("perturbed fraction")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def bars(
+    values: Mapping[str, float],
+    xlabel: str,
+    colours: Mapping[str, str] | None = None,
+    ax: Axes | None = None,
+) -> Figure:
+    """Horizontal bars, one per label, in the given order (e.g. chapter times, verdicts)."""
+    labels = list(values)
+    fig, ax = _axes(ax, figsize=(6.0, 0.5 + 0.35 * len(labels)))
+    colour = [(colours or {}).get(label, PALETTE[0]) for label in labels]
+    ax.barh(
+        range(len(labels)),
+        [values[k] for k in labels],
+        color=colour,
+        edgecolor="black",
+        linewidth=0.4,
+    )
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    return fig

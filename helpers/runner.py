@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -86,6 +87,8 @@ def execute(
     """Execute every chapter (or those whose name starts with one of ``only``) in order.
 
     ``extra`` overrides parameters on top of the profile (e.g. another ``store_dir``).
+    After each chapter the run's status so far is written to ``run_status.json`` beside
+    ``out``; a chapter declaring a ``run_status`` parameter is given its path.
 
     Returns:
         one status row per notebook: name, seconds, parameters injected.
@@ -93,9 +96,10 @@ def execute(
     import papermill
 
     check_profile(profile, root)
-    overrides = load_profile(profile, root) | (extra or {})
+    status_file = out.parent / "run_status.json"
+    overrides = load_profile(profile, root) | {"run_status": str(status_file)} | (extra or {})
     out.mkdir(parents=True, exist_ok=True)
-    status = []
+    status: list[dict[str, Any]] = []
     for notebook in notebooks(root):
         if only and not any(notebook.stem.startswith(prefix) for prefix in only):
             continue
@@ -115,6 +119,8 @@ def execute(
         status.append(
             {"notebook": notebook.stem, "seconds": round(seconds, 1), "parameters": parameters}
         )
+        # Written after every chapter, so a later chapter (the run-status page) can show it.
+        status_file.write_text(json.dumps(run_status(profile, status, root), indent=1))
     return status
 
 
@@ -129,10 +135,18 @@ def run_status(profile: str, rows: list[dict[str, Any]], root: Path = ROOT) -> d
         text=True,
         check=False,
     ).stdout.strip()
+    import torch
+
+    device = (
+        f"cuda: {torch.cuda.get_device_name(0)}"
+        if torch.cuda.is_available()
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
     return {
         "profile": profile,
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {platform.system()}",
+        "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} cores",
+        "device": device,
         "versions": versions(),
         "commit": commit or "unknown",
         "notebooks": rows,
@@ -174,9 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     build_dir = Path(args.out) / "_build"
     executed = build_dir / "executed"
     start = time.perf_counter()
-    rows = execute(args.profile, executed, ROOT, args.only)
-    status = run_status(args.profile, rows)
-    (build_dir / "run_status.json").write_text(json.dumps(status, indent=1))
+    execute(args.profile, executed, ROOT, args.only)
     if args.action == "book":
         stage(executed, build_dir / "stage")
         print(f"book built: {build(build_dir / 'stage', Path(args.out))}")

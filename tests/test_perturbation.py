@@ -254,3 +254,24 @@ def test_neuron_spread_is_the_standard_deviation_over_examples_and_positions() -
     torch.testing.assert_close(
         perturbation.neuron_spread(model, split, 4), expected, atol=1e-5, rtol=1e-4
     )
+
+
+def test_neuron_values_for_gives_baselines_spreads_or_nothing() -> None:
+    model, split = _prompt_model(), _split()
+    baseline = perturbation.neuron_values_for(
+        model, split, perturbation.PerturbConfig(how="value"), 4
+    )
+    expected = activations.baseline(model, split, 4).mean(dim=1)
+    torch.testing.assert_close(baseline, expected)
+    spread = perturbation.neuron_values_for(
+        model, split, perturbation.PerturbConfig(scale="spread"), 4
+    )
+    torch.testing.assert_close(spread, perturbation.neuron_spread(model, split, 4))
+    assert perturbation.neuron_values_for(model, split, perturbation.PerturbConfig(), 4) is None
+    with pytest.raises(ValueError, match="needs each neuron's spread"):
+        perturbation.perturbed_accuracy(
+            model,
+            split,
+            torch.ones(2, 48, dtype=torch.bool),
+            perturbation.PerturbConfig(scale="spread"),
+        )
