@@ -198,9 +198,12 @@ def test_controls_and_scored_mask() -> None:
     assert written.config.length == 2
     mask = predictivity.scored_mask(controls["random prompt"], "soft")
     assert mask.tolist() == [True, True, False]
-    with pytest.raises(prompting.PromptError, match="is 2 tokens"):
+    with pytest.raises(prompting.PromptError, match="is 2 tokens, more than"):
         prompting.SoftPromptModel(
-            tiny, prompting.PromptConfig(length=3, init="text", init_text="sentiment :")
+            tiny,
+            prompting.PromptConfig(
+                length=1, init="text", init_text="sentiment :", max_text_tokens=8
+            ),
         )
 
 
