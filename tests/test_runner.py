@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import runner
+from helpers import browser, runner
 
 NOTEBOOKS = runner.notebooks()
 
@@ -82,3 +82,9 @@ def test_chapters_execute_and_the_book_builds_in_the_ci_profile(tmp_path: Path) 
     assert index.exists()
     chapter = tmp_path / "_build" / "html" / "notebooks" / "00_data_and_models.html"
     assert "<img" in chapter.read_text()
+    if browser.find_chromium() is not None:  # `make test` installs it where it can
+        shots = runner.ROOT / "_build" / "screenshots"
+        reports = browser.check_book(tmp_path / "_build" / "html", shots)
+        assert len(reports) == len(NOTEBOOKS) + 1
+        chapters = [r for r in reports if r.page != "index.html"]
+        assert all(r.images > 0 for r in chapters), [(r.page, r.images) for r in chapters]
