@@ -22,6 +22,7 @@ from helpers import activations
 from helpers.data import TaskData, VerbalizerStyle
 from helpers.prompting import SoftPromptModel, TextCaches, moved, without_prefix_cache
 from helpers.similarity import spearman
+from helpers.store import Artefact, ArtefactStore
 
 
 def transfer_accuracy(
@@ -42,6 +43,26 @@ def transfer_accuracy(
     """
     reader = moved(source, source.backbone, label_words=target.spec.label_words(words))
     return reader.evaluate(target.test, batch_size, caches=caches).accuracy
+
+
+def stored_transfer(
+    store: ArtefactStore,
+    prompt: Artefact,
+    source: SoftPromptModel,
+    target: TaskData,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    words: VerbalizerStyle = "shared",
+) -> float:
+    """`transfer_accuracy` of a stored prompt, computed once and kept (stage ``transfer``)."""
+    settings = {"prompt": prompt.key, "target": target.spec.name, "words": words}
+
+    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+        accuracy = transfer_accuracy(source, target, batch_size, caches, words)
+        return {}, {"metrics": {"accuracy": accuracy}}
+
+    artefact = store.cached("transfer", settings, compute, upstream=[prompt.key, target.key])
+    return float(artefact.json("metrics")["accuracy"])
 
 
 def prediction_index(model: SoftPromptModel) -> int:

@@ -106,3 +106,17 @@ def test_pairwise_averages_over_trial_pairs() -> None:
     prompts = {"a": [0, 1], "b": [2]}
     matrix = transfer.pairwise(prompts, lambda s, i, t, j: prompts[s][i] + prompts[t][j])
     assert torch.allclose(matrix, torch.tensor([[1.0, 2.5], [2.5, 4.0]]))
+
+
+def test_stored_transfer_is_computed_once(store) -> None:
+    tiny = models.tiny_backbone("llama")
+    task = _task("rotten_tomatoes", [1, 0, 1, 0, 1, 0])
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    train = prompting.TrainConfig(max_steps=1, eval_every=1, batch_size=3)
+    artefact = prompting.run_trial(tiny, task, config, train, 0, store, progress=False)
+    model = prompting.load_prompt(artefact, tiny)
+    first = transfer.stored_transfer(store, artefact, model, task, batch_size=4)
+    assert first == pytest.approx(transfer.transfer_accuracy(model, task, batch_size=4))
+    with torch.no_grad():
+        model.prompt.add_(5.0)  # a changed prompt under the same key: the stored value returns
+    assert transfer.stored_transfer(store, artefact, model, task, batch_size=4) == first
