@@ -1,9 +1,10 @@
 """Open the built book in headless Chromium: every page loads, every figure is there.
 
 Chromium (Debian's ``chromium``) runs with ``--headless --no-sandbox --disable-gpu
---disable-background-networking``. For each page the rendered DOM is dumped and checked
-for the page's title and for its figures; each figure's file must exist beside the page
-and be non-empty. Screenshots of the front page and one chapter are saved.
+--disable-background-networking``, and ``--disable-dev-shm-usage`` for containers. For
+each page the rendered DOM is dumped and checked for the page's title and its figures;
+each figure's file must exist beside the page and be non-empty. Screenshots of the front
+page and one chapter are saved.
 
 Command line::
 
@@ -19,7 +20,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
+)
 _IMG = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", re.IGNORECASE)
 
 
@@ -34,6 +41,17 @@ def find_chromium() -> str | None:
         if found:
             return found
     return None
+
+
+def usable(chromium: str | None = None) -> bool:
+    """Whether a Chromium is installed and can start headless here (it renders a blank page)."""
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        return False
+    try:
+        return "<html" in _run(chromium, "--dump-dom", "about:blank", timeout=60)
+    except (BrowserError, OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def _run(chromium: str, *arguments: str, timeout: int = 120) -> str:

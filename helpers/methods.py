@@ -25,7 +25,13 @@ from transformers.pytorch_utils import Conv1D
 
 from helpers.data import TaskData, stable_seed
 from helpers.models import Backbone
-from helpers.prompting import PromptConfig, SoftPromptModel, TrainConfig, train_prompt
+from helpers.prompting import (
+    PromptConfig,
+    SoftPromptModel,
+    TrainConfig,
+    hand_written,
+    train_prompt,
+)
 from helpers.store import Artefact, ArtefactStore
 
 Method = Literal["lora", "bitfit"]
@@ -133,17 +139,7 @@ def method_model(
     The hand-written words take the soft prompt's place, so neurons are read at the same
     kind of position (the prompt's positions, up to the prediction).
     """
-    words = task.spec.hand_prompt
-    length = len(backbone.tokenizer(words, add_special_tokens=False)["input_ids"])
-    fixed = PromptConfig(
-        length=length,
-        init="text",
-        init_text=words,
-        label_words=prompt.label_words,
-        template=prompt.template,
-        separator=prompt.separator,
-        max_text_tokens=prompt.max_text_tokens,
-    )
+    fixed = hand_written(backbone, task.spec.hand_prompt, prompt)
     model = SoftPromptModel(backbone, fixed)
     model.prompt.requires_grad_(False)
     if config.method == "lora":

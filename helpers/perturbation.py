@@ -8,6 +8,11 @@ error.
 Paper: §4.2 (Gaussian noise, σ = 0.1); official code ``src/mask.py``: ``gaussian``
 (noise drawn once per example and broadcast to every position), ``zero`` and ``mean``
 (a constant per neuron). §6.1 fixes the pruned neurons at their baseline the same way.
+
+On top of the hooks (chapter 03): sweeps of test accuracy as a growing fraction of
+neurons is perturbed in a task's predictivity order or at random (§4.2, Fig. 4), the
+neuronal importance read from them (§4.3, Fig. 6), and the selectivity index of Morcos
+et al. as another ranking (App. H, Fig. 15).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import browser
 
-needs_chromium = pytest.mark.skipif(browser.find_chromium() is None, reason="no Chromium")
+needs_chromium = pytest.mark.skipif(not browser.usable(), reason="no Chromium that starts here")
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
@@ -49,3 +49,7 @@ def test_no_chapters_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "notebooks").mkdir()
     with pytest.raises(browser.BrowserError):
         browser.check_book(tmp_path)
+
+
+def test_usable_is_false_for_a_missing_executable() -> None:
+    assert not browser.usable("/nonexistent/chromium")
