@@ -281,12 +281,20 @@ def task_dendrogram(tree: np.ndarray, names: Sequence[str], ax: Axes | None = No
     """The tasks clustered on ``1 - similarity`` (average linkage)."""
     from scipy.cluster import hierarchy
 
-    fig, ax = _axes(ax)
+    fig, ax = _axes(ax, figsize=(1.0 + 0.9 * len(names), 3.6))
     hierarchy.dendrogram(
-        tree, labels=list(names), ax=ax, color_threshold=0, above_threshold_color="#0072B2"
+        tree,
+        labels=list(names),
+        ax=ax,
+        color_threshold=0,
+        above_threshold_color=PALETTE[0],
+        leaf_rotation=40,
     )
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     ax.set_ylabel("1 - Spearman ρ")
     ax.grid(False)
+    fig.tight_layout()
     return fig
 
 
