@@ -50,18 +50,21 @@ def usable(chromium: str | None = None) -> bool:
         return False
     try:
         return "<html" in _run(chromium, "--dump-dom", "about:blank", timeout=60)
-    except (BrowserError, OSError, subprocess.TimeoutExpired):
+    except (BrowserError, OSError):
         return False
 
 
 def _run(chromium: str, *arguments: str, timeout: int = 120) -> str:
-    result = subprocess.run(
-        [chromium, *FLAGS, *arguments],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [chromium, *FLAGS, *arguments],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise BrowserError(f"chromium did not finish {arguments[-1]} in {timeout} s") from error
     if result.returncode != 0:
         raise BrowserError(f"chromium failed on {arguments[-1]}: {result.stderr[-500:]}")
     return result.stdout
@@ -77,6 +80,7 @@ def screenshot(chromium: str, page: Path, target: Path, size: str = "1280,1600")
     target.parent.mkdir(parents=True, exist_ok=True)
     _run(
         chromium,
+        "--virtual-time-budget=5000",  # do not wait for resources that cannot load offline
         f"--screenshot={target.resolve()}",
         f"--window-size={size}",
         page.resolve().as_uri(),
