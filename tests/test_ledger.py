@@ -59,3 +59,27 @@ def test_load_results_skips_missing_chapters_and_the_table_links(store) -> None:
     assert list(found) == ["04_cross_task_similarity"]
     html = ledger.styled(ledger.ledger_rows(found)).to_html()
     assert 'href="04_cross_task_similarity.html#similarity-of-neuron-rankings"' in html
+
+
+def test_every_claim_links_to_a_heading_of_its_chapter() -> None:
+    import re
+
+    import nbformat
+
+    from helpers import runner
+
+    def slug(heading: str) -> str:
+        text = re.sub(r"[^\w\s-]", "", heading.lower()).strip()
+        return re.sub(r"[\s_]+", "-", text)
+
+    chapters = {nb.stem: nb for nb in runner.notebooks()}
+    for claim in ledger.CLAIMS:
+        cells = nbformat.read(chapters[claim.chapter], as_version=4).cells
+        headings = {
+            slug(line.lstrip("#").strip())
+            for cell in cells
+            if cell.cell_type == "markdown"
+            for line in cell.source.splitlines()
+            if line.startswith("#")
+        }
+        assert claim.anchor in headings, (claim.chapter, claim.anchor)
