@@ -15,7 +15,7 @@ hooks ``intermediate`` of RoBERTa, which is the same tensor.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
@@ -174,7 +174,8 @@ class AccuracyAccumulator:
             raise ValueError(f"expected {self.labelings} labelings, got {rows.shape[0]}")
         if rows.numel() and not bool(((rows == 0) | (rows == 1)).all()):
             raise ValueError("threshold accuracy needs binary labels 0/1")
-        above = (activations > self.baseline).reshape(activations.shape[0], -1).to(torch.float32)
+        above = (activations > self.baseline).reshape(len(activations), self.baseline.numel())
+        above = above.to(torch.float32)
         # agree = #(above & y=1) + #(not above & y=0) = sum((2y-1) * above) + #(y=0)
         signs = (2 * rows - 1).to(torch.float32)
         agree = signs @ above + (rows == 0).sum(dim=1, keepdim=True).to(torch.float32)
@@ -187,6 +188,61 @@ class AccuracyAccumulator:
             raise ValueError("no examples were added")
         accuracy = (self.agree / self.count).float()
         return accuracy[0] if self.labelings == 1 else accuracy
+
+
+Rows = Int[Tensor, " m"]
+
+
+def _passes(
+    model: SoftPromptModel,
+    data: Dataset,
+    views: Mapping[str, Rows],
+    batch_size: int,
+    caches: TextCaches | None,
+    progress: bool,
+    pooling: Pooling,
+    desc: str,
+) -> Iterator[tuple[Float[Tensor, "n layer prompt ffn"], dict[str, Rows]]]:
+    """One pass over a split, yielding each batch's activations and, per view, the places
+    of the batch's rows in that view (-1 for rows the view does not use)."""
+    places = {}
+    for name, rows in views.items():
+        if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(data)):
+            raise IndexError(f"view {name!r} has rows outside the split of {len(data)}")
+        if len(torch.unique(rows)) != len(rows):
+            raise ValueError(f"view {name!r} repeats a row")
+        place = torch.full((len(data),), -1, dtype=torch.long)
+        place[rows] = torch.arange(len(rows))
+        places[name] = place
+    caches = caches if pooling == "prompt" else None
+    total = -(-len(data) // batch_size)
+    batches = model.eval_batches(data, batch_size, caches)
+    for batch, cache in tqdm(batches, total=total, disable=not progress, desc=desc):
+        acts = activations_of(model, batch, cache, pooling)
+        yield acts, {name: place[batch.rows] for name, place in places.items()}
+
+
+def baselines(
+    model: SoftPromptModel,
+    data: Dataset,
+    views: Mapping[str, Rows],
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    progress: bool = False,
+    pooling: Pooling = "prompt",
+) -> dict[str, Float[Tensor, "layer prompt ffn"]]:
+    """Return the baseline of several views (row subsets) of one split, in one pass.
+
+    A multi-class task's binary subtasks are views of its splits (`data.subtask_rows`):
+    each example runs once, whichever views use it.
+    """
+    accumulators = {name: BaselineAccumulator() for name in views}
+    for acts, places in _passes(
+        model, data, views, batch_size, caches, progress, pooling, "baseline"
+    ):
+        for name, place in places.items():
+            accumulators[name].add(acts[place >= 0])
+    return {name: accumulator.mean() for name, accumulator in accumulators.items()}
 
 
 def baseline(
@@ -203,17 +259,46 @@ def baseline(
 
     Paper: §3.1, eq. 3 (computed on the training split).
     """
-    accumulator = BaselineAccumulator()
-    caches = caches if pooling == "prompt" else None
-    total = -(-len(data) // batch_size)
-    for batch, cache in tqdm(
-        model.eval_batches(data, batch_size, caches),
-        total=total,
-        disable=not progress,
-        desc="baseline",
+    rows = torch.arange(len(data))
+    return baselines(model, data, {"all": rows}, batch_size, caches, progress, pooling)["all"]
+
+
+def threshold_accuracies(
+    model: SoftPromptModel,
+    data: Dataset,
+    views: Mapping[str, tuple[Rows, Int[Tensor, " m"]]],
+    baselines_: Mapping[str, Float[Tensor, "layer prompt ffn"]],
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    progress: bool = False,
+    permutations: int = 0,
+    seeds: Mapping[str, int] | None = None,
+    pooling: Pooling = "prompt",
+) -> dict[str, tuple[Tensor, Tensor | None]]:
+    """`threshold_accuracy` of several views of one split, each with its own 0/1 labels
+    and baseline, in one pass. Each view's permutations use its own seed."""
+    accumulators, labelings = {}, {}
+    for name, (rows, labels) in views.items():
+        if len(rows) != len(labels):
+            raise ValueError(f"view {name!r} has {len(rows)} rows but {len(labels)} labels")
+        generator = torch.Generator().manual_seed((seeds or {}).get(name, 0))
+        shuffled = [
+            labels[torch.randperm(len(labels), generator=generator)] for _ in range(permutations)
+        ]
+        labelings[name] = torch.stack([labels, *shuffled])
+        accumulators[name] = AccuracyAccumulator(baselines_[name], labelings=permutations + 1)
+    row_views = {name: rows for name, (rows, _) in views.items()}
+    for acts, places in _passes(
+        model, data, row_views, batch_size, caches, progress, pooling, "accuracy"
     ):
-        accumulator.add(activations_of(model, batch, cache, pooling))
-    return accumulator.mean()
+        for name, place in places.items():
+            used = place >= 0
+            accumulators[name].add(acts[used], labelings[name][:, place[used]])
+    results = {}
+    for name, accumulator in accumulators.items():
+        accuracy = accumulator.accuracy()
+        results[name] = (accuracy, None) if permutations == 0 else (accuracy[0], accuracy[1:])
+    return results
 
 
 def threshold_accuracy(
@@ -235,23 +320,16 @@ def threshold_accuracy(
 
     Paper: §3.1, eq. 4 (computed on dev for ranking, on test for reporting).
     """
-    labels = torch.tensor(list(data["label"]))
-    generator = torch.Generator().manual_seed(seed)
-    shuffled = [
-        labels[torch.randperm(len(labels), generator=generator)] for _ in range(permutations)
-    ]
-    labelings = torch.stack([labels, *shuffled])
-    accumulator = AccuracyAccumulator(baseline_, labelings=len(labelings))
-    caches = caches if pooling == "prompt" else None
-    total = -(-len(data) // batch_size)
-    for batch, cache in tqdm(
-        model.eval_batches(data, batch_size, caches),
-        total=total,
-        disable=not progress,
-        desc="accuracy",
-    ):
-        accumulator.add(activations_of(model, batch, cache, pooling), labelings[:, batch.rows])
-    accuracy = accumulator.accuracy()
-    if permutations == 0:
-        return accuracy, None
-    return accuracy[0], accuracy[1:]
+    view = {"all": (torch.arange(len(data)), torch.tensor(list(data["label"])))}
+    return threshold_accuracies(
+        model,
+        data,
+        view,
+        {"all": baseline_},
+        batch_size,
+        caches,
+        progress,
+        permutations,
+        {"all": seed},
+        pooling,
+    )["all"]

@@ -436,14 +436,38 @@ TASKS: dict[str, TaskSpec] = {
 EMBEDDED_TASKS = tuple(name for name, spec in TASKS.items() if spec.source == "embedded")
 
 
+TASK_FILE_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
 def task_spec(name: str) -> TaskSpec:
-    """Return a registered task, or raise `UnknownTaskError` listing the known ones."""
+    """Return a registered task, or raise `UnknownTaskError` listing the known ones.
+
+    A name that is the path of an existing CSV or JSONL file is registered on first use
+    (`register_file_task` with columns ``text``, ``label`` and, if present, ``text_pair``),
+    so a chapter's ``tasks`` parameter can list your own files beside the registry's names.
+    """
+    if name not in TASKS and Path(name).suffix in TASK_FILE_SUFFIXES and Path(name).is_file():
+        pair = "text_pair" if "text_pair" in _file_columns(Path(name)) else None
+        return register_file_task(name, name, "nli" if pair else "sentiment", text_pair_column=pair)
     if name not in TASKS:
         raise UnknownTaskError(
             f"unknown task {name!r}; registered: {sorted(TASKS)} "
-            "(add your own with data.register_file_task)"
+            "(add your own with data.register_file_task, or name a CSV/JSONL file)"
         )
     return TASKS[name]
+
+
+def _file_columns(file: Path) -> list[str]:
+    """The column names of a CSV file (its header) or a JSONL file (its first record)."""
+    with file.open(newline="") as handle:
+        first = handle.readline()
+    if file.suffix == ".csv":
+        return next(csv.reader([first]), [])
+    try:
+        record = json.loads(first)
+    except json.JSONDecodeError:  # a JSON array, not JSON lines
+        return []
+    return list(record) if isinstance(record, dict) else []
 
 
 def register_file_task(
@@ -732,13 +756,15 @@ def examples(tasks: Sequence[TaskData], n: int = 2, width: int = 120) -> list[di
     return rows
 
 
-def binary_subtask(data: Dataset, kind: Subtask, seed: int = 0) -> Dataset:
-    """Return the paper's binary subtask of a 3-class split, class-balanced.
+def subtask_rows(
+    data: Dataset, kind: Subtask, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return which rows of a 3-class split form a binary subtask, their 0/1 labels, and names.
 
     ``pn``: the two non-neutral classes, mapped to 0 and 1 in their label order
     (negative/positive; entailment/contradiction). ``neu``: neutral (1) vs the rest (0).
     Balanced by down-sampling to the minority count (the official code keeps count - 1
-    per class, an off-by-one not reproduced here).
+    per class, an off-by-one not reproduced here). The rows are in the subtask's order.
 
     Paper: §3.2; official code ``src/helper/binarize.py``.
     """
@@ -760,10 +786,19 @@ def binary_subtask(data: Dataset, kind: Subtask, seed: int = 0) -> Dataset:
         raise ValueError(f"unknown subtask {kind!r}; use 'pn' or 'neu'")
     rng = np.random.default_rng(stable_seed("subtask", kind, seed))
     chosen = _draw(mapped, np.arange(len(keep)), None, True, rng)
-    rows = data.select(keep[chosen].tolist())
-    subtask = dataset(
-        list(rows["text"]), mapped[chosen].tolist(), sub_names, list(rows["text_pair"])
-    )
+    return keep[chosen], mapped[chosen], sub_names
+
+
+def binary_subtask(data: Dataset, kind: Subtask, seed: int = 0) -> Dataset:
+    """Return the paper's binary subtask of a 3-class split as a split of its own.
+
+    The rows and labels are `subtask_rows`'.
+
+    Paper: §3.2; official code ``src/helper/binarize.py``.
+    """
+    rows, labels, sub_names = subtask_rows(data, kind, seed)
+    chosen = data.select(rows.tolist())
+    subtask = dataset(list(chosen["text"]), labels.tolist(), sub_names, list(chosen["text_pair"]))
     # A fingerprint derived from the parent's, so that the same subtask of the same split
     # is recognised as such (text caches are keyed by it) instead of a random one.
     subtask._fingerprint = hashlib.sha256(

@@ -11,6 +11,7 @@ Paper: §2.2, eq. 2 (neurons are the columns of K after the activation function)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -252,16 +253,17 @@ TINY_WORDS = (
 ).split()
 
 
-def tiny_tokenizer(kind: ModelKind) -> PreTrainedTokenizerFast:
+def tiny_tokenizer(kind: ModelKind, words: Sequence[str] = TINY_WORDS) -> PreTrainedTokenizerFast:
     """Build a word-level tokenizer in-process: no download, every word one token.
 
     Encoders get ``<s> … </s>`` around each text (``</s> </s>`` between a pair) and a
-    ``<mask>`` token; decoders get no special tokens around the text.
+    ``<mask>`` token; decoders get no special tokens around the text. ``words`` is the
+    vocabulary besides the special tokens; any other word reads as ``<unk>``.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
-    vocab = {token: i for i, token in enumerate(specials + list(dict.fromkeys(TINY_WORDS)))}
+    vocab = {token: i for i, token in enumerate(specials + list(dict.fromkeys(words)))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     if kind == "encoder":
@@ -282,13 +284,17 @@ def tiny_tokenizer(kind: ModelKind) -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_backbone(model_type: str, seed: int = 0) -> Backbone:
+def tiny_backbone(
+    model_type: str, seed: int = 0, words: Sequence[str] = TINY_WORDS, positions: int = 128
+) -> Backbone:
     """Build a tiny randomly initialised backbone of a registered architecture.
 
-    Two layers, hidden size 32, FFN width 48, with `tiny_tokenizer`. For tests only.
+    Two layers, hidden size 32, FFN width 48, with `tiny_tokenizer` over ``words``, and
+    ``positions`` usable positions (RoBERTa's two padding-offset positions come on top).
+    For tests only.
     """
     kind = architecture(model_type).kind
-    tokenizer = tiny_tokenizer(kind)
+    tokenizer = tiny_tokenizer(kind, words)
     vocab = len(tokenizer)
     common = {
         "vocab_size": vocab,
@@ -304,13 +310,15 @@ def tiny_backbone(model_type: str, seed: int = 0) -> Backbone:
             num_hidden_layers=2,
             num_attention_heads=2,
             intermediate_size=48,
-            max_position_embeddings=130,
+            max_position_embeddings=positions + 2,
             **common,
         )
         model_class = RobertaForMaskedLM if model_type == "roberta" else BertForMaskedLM
         model = model_class(config)
     elif model_type == "gpt2":
-        config = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_inner=48, n_positions=128, **common)
+        config = GPT2Config(
+            n_embd=32, n_layer=2, n_head=2, n_inner=48, n_positions=positions, **common
+        )
         model = GPT2LMHeadModel(config)
     else:
         # Llama-family: the same gated-MLP layout under each family's own classes.
@@ -321,7 +329,7 @@ def tiny_backbone(model_type: str, seed: int = 0) -> Backbone:
             num_attention_heads=2,
             num_key_value_heads=1,
             intermediate_size=48,
-            max_position_embeddings=128,
+            max_position_embeddings=positions,
             **common,
         )
         model = AutoModelForCausalLM.from_config(config)

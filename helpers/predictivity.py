@@ -186,14 +186,19 @@ class ProbeConfig:
     batch_size: int = 32
 
 
-def _binary_views(task: TaskData) -> dict[str, tuple[Dataset, Dataset, Dataset]]:
-    """The binary (sub)tasks a task is scored on: itself, or its ``pn``/``neu`` subtasks."""
-    if task.spec.n_classes == 2:
-        return {"binary": (task.train, task.dev, task.test)}
-    return {
-        kind: tuple(data.binary_subtask(split, kind) for split in (task.train, task.dev, task.test))
-        for kind in ("pn", "neu")
-    }
+Views = dict[str, tuple[Tensor, Tensor]]  # view name -> (rows of the split, 0/1 labels)
+
+
+def binary_views(data_: Dataset, n_classes: int) -> Views:
+    """The binary (sub)tasks a split is scored on, as rows of the split with 0/1 labels:
+    the split itself (``binary``), or its ``pn`` and ``neu`` subtasks (§3.2)."""
+    if n_classes == 2:
+        return {"binary": (torch.arange(len(data_)), torch.tensor(list(data_["label"])))}
+    views = {}
+    for kind in ("pn", "neu"):
+        rows, labels, _ = data.subtask_rows(data_, kind)
+        views[kind] = (torch.as_tensor(rows), torch.as_tensor(labels))
+    return views
 
 
 def probe(
@@ -211,44 +216,52 @@ def probe(
     For each binary (sub)task: the baseline on train (eq. 3), the threshold accuracy on dev
     and on test (eq. 4), and with permutations the best token predictivity under each
     permutation of the dev labels. Multi-class tasks are scored on their binary subtasks
-    with the multi-class prompt (§3.2).
+    with the multi-class prompt (§3.2); the subtasks are views of the task's splits, so
+    each example runs once. The baseline uses the first ``baseline_size`` training rows
+    (a multi-class task: their subtasks).
 
     Args:
         identity: what the prompt is (e.g. its artefact key, or "random prompt, seed 3");
             part of the artefact's key.
         caches: text caches shared by every prompt probed on this task and backbone.
     """
-    settings = {"probe": asdict(config), "prompt": identity, "task": task.spec.name}
+    settings = {
+        "probe": asdict(config),
+        "prompt": identity,
+        "task": task.spec.name,
+        "subtasks": "views of the baseline rows",
+    }
+    n_classes = task.spec.n_classes
 
     def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+        fit = (
+            task.train
+            if config.baseline_size is None
+            else task.train.select(range(min(config.baseline_size, len(task.train))))
+        )
+        fit_views = {name: rows for name, (rows, _) in binary_views(fit, n_classes).items()}
+        common = (config.batch_size, caches, progress)
+        base = activations.baselines(model, fit, fit_views, *common, config.pooling)
+        dev_views = binary_views(task.dev, n_classes)
+        seeds = {view: stable_seed("null", task.spec.name, view) for view in dev_views}
+        dev = activations.threshold_accuracies(
+            model, task.dev, dev_views, base, *common, config.permutations, seeds, config.pooling
+        )
+        test_views = binary_views(task.test, n_classes)
+        test = activations.threshold_accuracies(
+            model, task.test, test_views, base, *common, pooling=config.pooling
+        )
         tensors: dict[str, Tensor] = {}
-        for view, (train, dev, test) in _binary_views(task).items():
-            subset = (
-                train
-                if config.baseline_size is None
-                else train.select(range(min(config.baseline_size, len(train))))
-            )
-            base = activations.baseline(
-                model, subset, config.batch_size, caches, progress, config.pooling
-            )
-            dev_acc, null = activations.threshold_accuracy(
-                model,
-                dev,
-                base,
-                config.batch_size,
-                caches,
-                progress,
-                config.permutations,
-                stable_seed("null", task.spec.name, view),
-                config.pooling,
-            )
-            test_acc, _ = activations.threshold_accuracy(
-                model, test, base, config.batch_size, caches, progress, pooling=config.pooling
-            )
-            tensors |= {f"{view}/baseline": base, f"{view}/dev": dev_acc, f"{view}/test": test_acc}
+        for view in dev_views:
+            dev_acc, null = dev[view]
+            tensors |= {
+                f"{view}/baseline": base[view],
+                f"{view}/dev": dev_acc,
+                f"{view}/test": test[view][0],
+            }
             if null is not None:
                 tensors[f"{view}/null_top"] = token_predictivity(null).flatten(1).max(dim=1).values
-        return tensors, {"views": list(_binary_views(task))}
+        return tensors, {"views": list(dev_views)}
 
     return store.cached("neurons", settings, compute, upstream)
 

@@ -11,6 +11,7 @@ Command line::
 
     python -m helpers.runner book --profile embedded     # execute, stage, build
     python -m helpers.runner execute --profile ci        # execute only
+    python -m helpers.runner book --profile mine.yaml    # your own overrides
 """
 
 from __future__ import annotations
@@ -42,14 +43,24 @@ def notebooks(root: Path = ROOT) -> list[Path]:
 
 
 def load_profile(profile: str, root: Path = ROOT) -> dict[str, Any]:
-    """Return a profile's parameter overrides (``embedded`` has none)."""
-    if profile not in PROFILES:
-        raise ProfileError(f"unknown profile {profile!r}; use one of {PROFILES}")
-    if profile == "embedded":
+    """Return a profile's parameter overrides (``embedded`` has none).
+
+    A profile is one of `PROFILES`, or the path of a YAML file of your own (e.g. your
+    backbone and task files: ``backbone: path/to/model``, ``tasks: [reviews.csv]``).
+    """
+    if Path(profile).suffix in (".yaml", ".yml"):
+        file = Path(profile)
+        if not file.is_file():
+            raise ProfileError(f"profile file {profile} does not exist")
+    elif profile not in PROFILES:
+        raise ProfileError(f"unknown profile {profile!r}; use one of {PROFILES} or a .yaml file")
+    elif profile == "embedded":
         return {}
-    overrides = yaml.safe_load((root / "params" / f"{profile}.yaml").read_text()) or {}
+    else:
+        file = root / "params" / f"{profile}.yaml"
+    overrides = yaml.safe_load(file.read_text()) or {}
     if not isinstance(overrides, dict):
-        raise ProfileError(f"params/{profile}.yaml must be a mapping of parameter: value")
+        raise ProfileError(f"{file} must be a mapping of parameter: value")
     return overrides
 
 
@@ -181,7 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: ``execute`` or ``book`` under a profile."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("execute", "book"))
-    parser.add_argument("--profile", default="embedded", choices=PROFILES)
+    parser.add_argument(
+        "--profile", default="embedded", help=f"one of {PROFILES}, or a .yaml file of your own"
+    )
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 00 01")
     parser.add_argument("--out", default=str(ROOT), help="the book goes to OUT/_build/html")
     args = parser.parse_args(argv)

@@ -85,6 +85,34 @@ def test_permutation_null_shares_the_pass_and_matches_direct_computation() -> No
     torch.testing.assert_close(null[0], direct, rtol=0, atol=1e-6)
 
 
+def test_views_of_one_split_equal_separate_passes_over_their_rows() -> None:
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    split = _split(11)
+    views = {
+        "odd": (torch.tensor([9, 1, 5, 3, 7]), torch.tensor([1, 0, 0, 1, 1])),
+        "low": (torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 1, 0])),
+    }
+    rows = {name: r for name, (r, _) in views.items()}
+    bases = activations.baselines(model, split, rows, batch_size=4)
+    joint = activations.threshold_accuracies(
+        model, split, views, bases, 4, permutations=2, seeds={"odd": 3, "low": 4}
+    )
+    for (name, (r, labels)), seed in zip(views.items(), (3, 4), strict=True):
+        alone = data.dataset(
+            [split[int(i)]["text"] for i in r], labels.tolist(), ("negative", "positive")
+        )
+        base = activations.baseline(model, alone, batch_size=2)
+        torch.testing.assert_close(bases[name], base, rtol=0, atol=1e-6)
+        acc, null = activations.threshold_accuracy(model, alone, base, 3, permutations=2, seed=seed)
+        torch.testing.assert_close(joint[name][0], acc, rtol=0, atol=1e-6)
+        torch.testing.assert_close(joint[name][1], null, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="repeats a row"):
+        activations.baselines(model, split, {"twice": torch.tensor([1, 1])})
+    with pytest.raises(IndexError, match="outside the split"):
+        activations.baselines(model, split, {"far": torch.tensor([11])})
+
+
 @pytest.mark.parametrize("model_type", ["roberta", "llama"])
 def test_pooled_activations_cover_the_text_tokens_only(model_type: str) -> None:
     tiny = models.tiny_backbone(model_type)

@@ -18,7 +18,7 @@ def _split() -> data.Dataset:
 
 def test_prediction_position_is_last_real_token_or_mask(tiny: models.Backbone) -> None:
     batches = prompting.hard_prompt_batches(tiny, _split(), "{text} sentiment :", 4, 16)
-    encoded, labels = next(batches)
+    encoded, rows = next(batches)
     positions = prompting.prediction_positions(
         tiny, encoded["input_ids"], encoded["attention_mask"]
     )
@@ -28,7 +28,9 @@ def test_prediction_position_is_last_real_token_or_mask(tiny: models.Backbone) -
     else:
         assert (ids == tiny.tokenizer.convert_tokens_to_ids(":")).all()
         assert (encoded["attention_mask"].sum(1) < encoded["input_ids"].shape[1]).any()
-    assert labels.tolist() == [1, 0, 1, 0]
+    assert sorted(rows.tolist()) == [0, 1, 2, 3]
+    lengths = encoded["attention_mask"].sum(1)
+    assert (lengths[1:] >= lengths[:-1]).all()  # shortest texts first
 
 
 def test_head_at_one_position_equals_full_sequence_logits(tiny: models.Backbone) -> None:
@@ -48,6 +50,20 @@ def test_zero_shot_returns_one_prediction_per_example(tiny: models.Backbone) -> 
     assert result.labels.tolist() == [1, 0, 1, 0]
     assert set(result.predictions.tolist()) <= {0, 1}
     assert 0.0 <= result.accuracy <= 1.0
+
+
+def test_several_verbalizers_equal_separate_zero_shot_runs(tiny: models.Backbone) -> None:
+    split = data.dataset(
+        ["a good movie", "the worst film and very bad", "great fun", "bad", "it was fine"],
+        [1, 0, 1, 0, 1],
+        ("negative", "positive"),
+    )
+    words = {"shared": ["negative", "positive"], "natural": ["bad", "good"]}
+    joint = prompting.zero_shot_verbalizers(tiny, split, "{text} sentiment :", words, 2)
+    for name, label_words in words.items():
+        alone = prompting.zero_shot(tiny, split, "{text} sentiment :", label_words, 5)
+        assert joint[name].predictions.tolist() == alone.predictions.tolist()
+        assert joint[name].labels.tolist() == [1, 0, 1, 0, 1]
 
 
 def test_zero_shot_bad_input(tiny: models.Backbone) -> None:

@@ -61,6 +61,18 @@ def test_unknown_profile_and_undeclared_key(tmp_path: Path) -> None:
         runner.check_profile("ci", tmp_path)
 
 
+def test_a_profile_can_be_a_yaml_file_of_your_own(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("tasks: [reviews.csv]\ntest_size: 50\n")
+    assert runner.load_profile(str(mine)) == {"tasks": ["reviews.csv"], "test_size": 50}
+    runner.check_profile(str(mine))
+    mine.write_text("test_sise: 50\n")
+    with pytest.raises(runner.ProfileError, match="test_sise"):
+        runner.check_profile(str(mine))
+    with pytest.raises(runner.ProfileError, match="does not exist"):
+        runner.load_profile(str(tmp_path / "nope.yaml"))
+
+
 def test_embedded_profile_injects_nothing() -> None:
     assert runner.load_profile("embedded") == {}
     assert runner.parameters_for(NOTEBOOKS[0], {"test_size": 10, "nope": 1}) == {"test_size": 10}
@@ -88,3 +100,43 @@ def test_chapters_execute_and_the_book_builds_in_the_ci_profile(tmp_path: Path) 
         assert len(reports) == len(NOTEBOOKS) + 1
         chapters = [r for r in reports if r.page != "index.html"]
         assert all(r.images > 0 for r in chapters), [(r.page, r.images) for r in chapters]
+
+
+# The paper profile's sizes that the stand-in run shrinks; every other key (backbone,
+# tasks, prompt length, initialisation, scope, tuning methods...) runs as the paper's.
+PAPER_STANDIN_SIZES = {
+    "max_steps": 4,
+    "eval_every": 2,
+    "trials": 2,
+    "sweep_trials": 2,
+    "fractions": [0.0, 0.1],
+    "random_draws": 2,
+    "method_steps": 2,
+    "robustness_choices": 2,
+    "latency_repeats": 2,
+}
+
+
+@pytest.mark.notebooks
+def test_paper_profile_runs_end_to_end_on_hub_standins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """roberta-base and the seven Hub tasks, resolved from the Hugging Face caches."""
+    import hub_standins
+
+    for key, value in hub_standins.write_standins(tmp_path / "hf").items():
+        monkeypatch.setenv(key, value)  # the notebook kernels inherit the environment
+    paper = runner.load_profile("paper")
+    assert set(PAPER_STANDIN_SIZES) <= set(paper) | {"latency_repeats"}
+    executed = tmp_path / "_build" / "executed"
+    extra = PAPER_STANDIN_SIZES | {"store_dir": str(tmp_path / "artefacts")}
+    rows = runner.execute("paper", executed, extra=extra)
+    assert [row["notebook"] for row in rows] == [nb.stem for nb in NOTEBOOKS]
+    assert rows[1]["parameters"]["backbone"] == "roberta-base"
+    assert rows[1]["parameters"]["prompt_length"] == 127
+    for notebook in NOTEBOOKS:
+        cells = nbformat.read(executed / notebook.name, as_version=4).cells
+        errors = [
+            o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+        ]
+        assert not errors, (notebook.name, errors[:1])
