@@ -81,6 +81,13 @@ def predictivity(
     return scores.max(dim=2).values.mean(dim=0)
 
 
+def share(fraction: float, n: int) -> int:
+    """Return how many of ``n`` neurons a fraction selects: ``int(fraction * n)`` as in the
+    official code, but at least one for a positive fraction (a narrow model's 2% could
+    otherwise be no neuron at all)."""
+    return max(1, int(fraction * n)) if fraction > 0 else 0
+
+
 def select(
     scores: Float[Tensor, "layer ffn"],
     fraction: float | None = None,
@@ -98,7 +105,7 @@ def select(
         raise ValueError("give exactly one of fraction and count")
     n_layers, width = scores.shape
     if how == "per_layer":
-        k = count if count is not None else int(fraction * width)  # type: ignore[operator]
+        k = count if count is not None else share(fraction, width)  # type: ignore[arg-type]
         if not 0 <= k <= width:
             raise ValueError(f"cannot select {k} of {width} neurons per layer")
         top = torch.topk(scores, k, dim=1, sorted=False).indices
@@ -106,7 +113,7 @@ def select(
         mask.scatter_(1, top, True)
         return mask
     if how == "global":
-        k = count if count is not None else int(fraction * scores.numel())  # type: ignore[operator]
+        k = count if count is not None else share(fraction, scores.numel())  # type: ignore[arg-type]
         if not 0 <= k <= scores.numel():
             raise ValueError(f"cannot select {k} of {scores.numel()} neurons")
         flat = torch.zeros(scores.numel(), dtype=torch.bool)
@@ -135,7 +142,7 @@ def select_multiclass(
     shape = subtask_scores[0].shape
     groups = 1 if how == "global" else shape[0]
     per_group = shape[1] if how == "per_layer" else shape[0] * shape[1]
-    k = count if count is not None else int(fraction * per_group)  # type: ignore[operator]
+    k = count if count is not None else share(fraction, per_group)  # type: ignore[arg-type]
     total = min(per_group, k * len(subtask_scores))
     orders = [
         s.reshape(groups, per_group).argsort(dim=1, descending=True, stable=True)

@@ -42,6 +42,9 @@ def test_per_layer_selection_returns_exactly_the_count_per_layer() -> None:
     for layer in range(4):
         assert scores[layer][mask[layer]].min() >= scores[layer][~mask[layer]].max()
     assert predictivity.select(scores, count=7).sum(dim=1).tolist() == [7] * 4
+    # 2% of 50 rounds down to none; a positive fraction keeps at least one per layer
+    assert predictivity.select(scores, fraction=0.02).sum(dim=1).tolist() == [1] * 4
+    assert predictivity.select(scores, fraction=0.0).sum() == 0
 
 
 def test_global_selection_takes_the_best_anywhere() -> None:

@@ -114,6 +114,7 @@ PAPER_STANDIN_SIZES = {
     "method_steps": 2,
     "robustness_choices": 2,
     "latency_repeats": 2,
+    "stability_count": 20,  # of the stand-in's 96 neurons
 }
 
 
@@ -127,7 +128,7 @@ def test_paper_profile_runs_end_to_end_on_hub_standins(
     for key, value in hub_standins.write_standins(tmp_path / "hf").items():
         monkeypatch.setenv(key, value)  # the notebook kernels inherit the environment
     paper = runner.load_profile("paper")
-    assert set(PAPER_STANDIN_SIZES) <= set(paper) | {"latency_repeats"}
+    assert set(PAPER_STANDIN_SIZES) <= set(paper) | {"latency_repeats", "stability_count"}
     executed = tmp_path / "_build" / "executed"
     extra = PAPER_STANDIN_SIZES | {"store_dir": str(tmp_path / "artefacts")}
     rows = runner.execute("paper", executed, extra=extra)
