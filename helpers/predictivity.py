@@ -185,12 +185,15 @@ class ProbeConfig:
             (the paper's "Avg."/"Max." baselines).
         permutations: label permutations for the null distribution (0: none).
         batch_size: examples per forward pass.
+        on_test: score the test split too (Tab. 1 reports the top neuron there); a probe
+            that only ranks neurons (e.g. the pooled baselines of Fig. 3) needs dev alone.
     """
 
     baseline_size: int | None = 500
     pooling: Pooling = "prompt"
     permutations: int = 0
     batch_size: int = 32
+    on_test: bool = True
 
 
 Views = dict[str, tuple[Tensor, Tensor]]  # view name -> (rows of the split, 0/1 labels)
@@ -221,7 +224,7 @@ def probe(
     """Compute (or load) one prompt's neuron statistics on a task, stage ``neurons``.
 
     For each binary (sub)task: the baseline on train (eq. 3), the threshold accuracy on dev
-    and on test (eq. 4), and with permutations the best token predictivity under each
+    and (``on_test``) on test (eq. 4), and with permutations the best token predictivity under each
     permutation of the dev labels. Multi-class tasks are scored on their binary subtasks
     with the multi-class prompt (§3.2); the subtasks are views of the task's splits, so
     each example runs once. The baseline uses the first ``baseline_size`` training rows
@@ -254,18 +257,18 @@ def probe(
         dev = activations.threshold_accuracies(
             model, task.dev, dev_views, base, *common, config.permutations, seeds, config.pooling
         )
-        test_views = binary_views(task.test, n_classes)
-        test = activations.threshold_accuracies(
-            model, task.test, test_views, base, *common, pooling=config.pooling
-        )
+        test: dict[str, tuple[Tensor, Tensor | None]] = {}
+        if config.on_test:
+            test_views = binary_views(task.test, n_classes)
+            test = activations.threshold_accuracies(
+                model, task.test, test_views, base, *common, pooling=config.pooling
+            )
         tensors: dict[str, Tensor] = {}
         for view in dev_views:
             dev_acc, null = dev[view]
-            tensors |= {
-                f"{view}/baseline": base[view],
-                f"{view}/dev": dev_acc,
-                f"{view}/test": test[view][0],
-            }
+            tensors |= {f"{view}/baseline": base[view], f"{view}/dev": dev_acc}
+            if view in test:
+                tensors[f"{view}/test"] = test[view][0]
             if null is not None:
                 tensors[f"{view}/null_top"] = token_predictivity(null).flatten(1).max(dim=1).values
         return tensors, {"views": list(dev_views)}

@@ -131,6 +131,18 @@ def test_probe_stores_statistics_per_binary_view(three_classes: bool, store) -> 
         {"seed": 0},
     )
     assert again.key == runs[0].key
+    dev_only = predictivity.probe(
+        prompting.SoftPromptModel(tiny, config, seed=0),
+        task,
+        predictivity.ProbeConfig(baseline_size=20, permutations=4, batch_size=8, on_test=False),
+        store,
+        {"seed": 0},
+    )
+    assert dev_only.key != runs[0].key
+    assert set(dev_only.tensors()) == set(tensors) - {f"{view}/test" for view in expected}
+    torch.testing.assert_close(
+        dev_only.tensors()[f"{expected[0]}/dev"], tensors[f"{expected[0]}/dev"]
+    )
 
 
 def test_top_neuron_is_oriented_on_dev() -> None:
