@@ -222,6 +222,11 @@ def _passes(
         yield acts, {name: place[batch.rows] for name, place in places.items()}
 
 
+def _rows_of(acts: Tensor, used: Tensor) -> Tensor:
+    """The rows of a batch that a view uses (no copy when it uses them all)."""
+    return acts if bool(used.all()) else acts[used]
+
+
 def baselines(
     model: SoftPromptModel,
     data: Dataset,
@@ -241,7 +246,7 @@ def baselines(
         model, data, views, batch_size, caches, progress, pooling, "baseline"
     ):
         for name, place in places.items():
-            accumulators[name].add(acts[place >= 0])
+            accumulators[name].add(_rows_of(acts, place >= 0))
     return {name: accumulator.mean() for name, accumulator in accumulators.items()}
 
 
@@ -293,7 +298,7 @@ def threshold_accuracies(
     ):
         for name, place in places.items():
             used = place >= 0
-            accumulators[name].add(acts[used], labelings[name][:, place[used]])
+            accumulators[name].add(_rows_of(acts, used), labelings[name][:, place[used]])
     results = {}
     for name, accumulator in accumulators.items():
         accuracy = accumulator.accuracy()

@@ -293,7 +293,7 @@ def load_pruned(artefact: Artefact, backbone: Backbone) -> Backbone:
 # Latency.
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def latency(
     backbones: Mapping[str, Backbone],
     batch_sizes: Sequence[int] = (1, 8),
@@ -307,7 +307,8 @@ def latency(
 
     For each batch size and sequence length: ``warmup`` untimed runs of every backbone,
     then ``repeats`` rounds in which each backbone runs once, in turn, so that drifts of
-    the machine hit all of them alike. The forward pass is the backbone's blocks over the
+    the machine hit all of them alike, under ``torch.inference_mode`` (no autograd
+    bookkeeping). The forward pass is the backbone's blocks over the
     whole sequence and its head at the last position, as in classification.
 
     Returns:

@@ -104,22 +104,20 @@ def test_file_task_structure(tiny_csv: Path) -> None:
 
 
 def test_a_task_named_by_its_file_registers_itself(tmp_path: Path, tiny_csv: Path) -> None:
-    task = data.load_task(str(tiny_csv), data.SplitSizes(8, 4, 4))
-    assert task.spec.source == "file" and task.spec.task_type == "sentiment"
+    spec = data.task_spec(str(tiny_csv))
+    assert spec.source == "file" and spec.task_type == "sentiment"
+    assert spec.label_names == ("negative", "positive") and not spec.has_pair
     assert data.task_spec(str(tiny_csv)) is data.TASKS[str(tiny_csv)]
     pairs = tmp_path / "pairs.jsonl"
-    lines = [
-        json.dumps(
-            {"text": f"a man runs {i}", "text_pair": "a man sits", "label": ["no", "yes"][i % 2]}
-        )
-        for i in range(24)
+    records = [
+        {"text": f"a man runs {i}", "text_pair": "a man sits", "label": ["no", "yes"][i % 2]}
+        for i in range(100)  # 16 rows reach the dev pool: both classes, all but surely
     ]
-    pairs.write_text("\n".join(lines) + "\n")
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in records))
     spec = data.task_spec(str(pairs))
     assert spec.has_pair and spec.task_type == "nli" and spec.label_names == ("no", "yes")
-    assert (
-        data.load_task(str(pairs), data.SplitSizes(8, 4, 4)).train[0]["text_pair"] == "a man sits"
-    )
+    task = data.load_task(str(pairs), data.SplitSizes(8, 4, 4))
+    assert task.train[0]["text_pair"] == "a man sits"
     with pytest.raises(data.UnknownTaskError):
         data.task_spec(str(tmp_path / "missing.csv"))
 
