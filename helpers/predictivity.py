@@ -224,8 +224,8 @@ def probe(
     """Compute (or load) one prompt's neuron statistics on a task, stage ``neurons``.
 
     For each binary (sub)task: the baseline on train (eq. 3), the threshold accuracy on dev
-    and (``on_test``) on test (eq. 4), and with permutations the best token predictivity under each
-    permutation of the dev labels. Multi-class tasks are scored on their binary subtasks
+    and (``on_test``) on test (eq. 4), and with permutations the best token predictivity
+    under each permutation of the dev labels. Multi-class tasks are scored on their binary subtasks
     with the multi-class prompt (§3.2); the subtasks are views of the task's splits, so
     each example runs once. The baseline uses the first ``baseline_size`` training rows
     (a multi-class task: their subtasks).
