@@ -31,18 +31,21 @@ def transfer_accuracy(
     batch_size: int = 32,
     caches: TextCaches | None = None,
     words: VerbalizerStyle = "shared",
+    size: int | None = None,
 ) -> float:
     """Accuracy of a source task's prompt on a target task's test split, unchanged.
 
     The prompt is read through the *target's* label words. Where the target has more
     classes than the source (a binary prompt on a three-class task), the extra words'
     logits were never trained by the source: that is part of what transfer measures, as
-    in the paper, where all tasks share the label words.
+    in the paper, where all tasks share the label words. ``size`` keeps the first that
+    many test examples (None: all).
 
     Paper: §6.2 ("zero-shot transferability").
     """
+    test = target.test if size is None else target.test.select(range(min(size, len(target.test))))
     reader = moved(source, source.backbone, label_words=target.spec.label_words(words))
-    return reader.evaluate(target.test, batch_size, caches=caches).accuracy
+    return reader.evaluate(test, batch_size, caches=caches).accuracy
 
 
 def stored_transfer(
@@ -53,12 +56,13 @@ def stored_transfer(
     batch_size: int = 32,
     caches: TextCaches | None = None,
     words: VerbalizerStyle = "shared",
+    size: int | None = None,
 ) -> float:
     """`transfer_accuracy` of a stored prompt, computed once and kept (stage ``transfer``)."""
-    settings = {"prompt": prompt.key, "target": target.spec.name, "words": words}
+    settings = {"prompt": prompt.key, "target": target.spec.name, "words": words, "size": size}
 
     def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
-        accuracy = transfer_accuracy(source, target, batch_size, caches, words)
+        accuracy = transfer_accuracy(source, target, batch_size, caches, words, size)
         return {}, {"metrics": {"accuracy": accuracy}}
 
     artefact = store.cached("transfer", settings, compute, upstream=[prompt.key, target.key])

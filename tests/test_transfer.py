@@ -120,3 +120,6 @@ def test_stored_transfer_is_computed_once(store) -> None:
     with torch.no_grad():
         model.prompt.add_(5.0)  # a changed prompt under the same key: the stored value returns
     assert transfer.stored_transfer(store, artefact, model, task, batch_size=4) == first
+    # The size is part of the key: a new value, on the first two test examples.
+    head = transfer.stored_transfer(store, artefact, model, task, batch_size=4, size=2)
+    assert head == pytest.approx(model.evaluate(task.test.select([0, 1]), batch_size=4).accuracy)
