@@ -65,7 +65,7 @@ def main() -> None:
     def engine() -> None:
         accumulator = activations.AccuracyAccumulator(base)
         for batch in batches:
-            accumulator.add(activations.prompt_activations(model, batch), batch.labels)
+            accumulator.add(engine.prompt_activations(model, batch), batch.labels)
         accumulator.accuracy()
 
     times: dict[str, list[float]] = {"bare forward": [], "engine": []}

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from helpers import data, models, perturbation, prompting
+from helpers import data, engine, models, perturbation, prompting
 
 
 def main() -> None:
@@ -47,13 +47,13 @@ def main() -> None:
         # A fresh cache per condition: the text is recomputed every time.
         return [
             perturbation.perturbed_accuracy(
-                model, task.test, s, noise, i, args.batch_size, prompting.TextCaches()
+                model, task.test, s, noise, i, args.batch_size, engine.TextCaches()
             )
             for i, s in enumerate(sets)
         ]
 
     def reusing() -> list[float]:
-        caches = prompting.TextCaches()
+        caches = engine.TextCaches()
         return [
             perturbation.perturbed_accuracy(model, task.test, s, noise, i, args.batch_size, caches)
             for i, s in enumerate(sets)

@@ -1,133 +1,30 @@
-"""Hooks on the neuron site and the streaming statistics engine.
+"""The streaming statistics: baselines and threshold accuracies, batch by batch.
 
-The neuron site of every architecture is the FFN output projection (`models.ARCHITECTURES`);
-a forward pre-hook there sees exactly the neuron vector. Hooks are always removed when
-the context exits, also on error.
+Activations are read at the neuron site by the text-once engine (`engine.prompt_activations`)
+and reduced to statistics batch by batch, so memory does not grow with the number of
+examples: one pass over the training split accumulates each neuron's mean activation at
+each prompt position (the baseline, eq. 3); a pass over dev or test counts how often
+``activation > baseline`` agrees with the label (eq. 4).
 
-The engine reduces activations to statistics batch by batch (`design.md` §10): one pass
-over the training split accumulates each neuron's mean activation at each prompt position
-(the baseline, eq. 3); a pass over dev or test counts how often ``activation > baseline``
-agrees with the label (eq. 4). Memory does not grow with the number of examples.
-
-Paper: §2.2 (the activation a = f(x Kᵀ + b1)), §3.1 (eqs. 3-4); official code ``probe``
-hooks ``intermediate`` of RoBERTa, which is the same tensor.
+Paper: §3.1 (eqs. 3-4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from datasets import Dataset
 from jaxtyping import Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from helpers.models import Backbone
+from helpers.engine import Pooling, activations_of
 
 if TYPE_CHECKING:
-    from helpers.prompting import PromptBatch, SoftPromptModel, TextCaches
-
-
-def hook_count(model: nn.Module) -> int:
-    """Return how many forward and pre-forward hooks are registered anywhere in a model."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
-@contextmanager
-def record_neurons(
-    backbone: Backbone, layers: Sequence[int] | None = None
-) -> Iterator[dict[int, Float[Tensor, "n seq ffn"]]]:
-    """Record each chosen layer's neuron activations on the next forward passes.
-
-    Yields a dict that fills as the model runs: layer index -> the activations of the
-    latest forward pass, detached, shape ``[n, seq, ffn]``.
-
-    Example:
-        >>> with record_neurons(backbone) as acts:
-        ...     backbone.model(**batch)
-        >>> acts[0].shape[-1] == backbone.ffn_width
-        True
-    """
-    chosen = range(backbone.n_layers) if layers is None else layers
-    sites = backbone.neuron_sites()
-    recorded: dict[int, Tensor] = {}
-    handles = []
-
-    def hook_for(layer: int):  # noqa: ANN202
-        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            recorded[layer] = args[0].detach()
-
-        return hook
-
-    try:
-        for layer in chosen:
-            handles.append(sites[layer].register_forward_pre_hook(hook_for(layer)))
-        yield recorded
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@torch.no_grad()
-def prompt_activations(
-    model: SoftPromptModel, batch: PromptBatch, cache: object | None = None
-) -> Float[Tensor, "n layer prompt ffn"]:
-    """Return every neuron's activation at the scored prompt positions of a batch.
-
-    With a decoder's cached text prefix, the forward pass covers only the prompt
-    positions, so every recorded position is scored; otherwise the prompt positions are
-    gathered from the full layout.
-    """
-    backbone = model.backbone
-    with record_neurons(backbone) as recorded:
-        model.prompt_hidden(batch, cache)  # type: ignore[arg-type]
-    stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
-    if stacked.shape[2] == model.n_scored and model.prefix_cache:
-        return stacked
-    positions = model.layout(batch).prompt_positions
-    index = positions[:, None, :, None].expand(-1, stacked.shape[1], -1, stacked.shape[3])
-    return stacked.gather(2, index)
-
-
-Pooling = Literal["prompt", "mean", "max"]
-
-
-@torch.no_grad()
-def pooled_activations(
-    model: SoftPromptModel, batch: PromptBatch, how: Literal["mean", "max"]
-) -> Float[Tensor, "n layer 1 ffn"]:
-    """Return each neuron's activation pooled over the input (text) tokens.
-
-    The paper's "Avg." and "Max." baselines (§4.1, Fig. 3; official ``probe_acc_mean`` /
-    ``probe_acc_max``): the same threshold procedure on activations pooled over the input
-    tokens, the prompt still in place. On a decoder the text precedes the prompt and
-    cannot see it, so these activations do not depend on the prompt at all.
-    """
-    backbone = model.backbone
-    layout = model.layout(batch)
-    with record_neurons(backbone) as recorded:
-        backbone.model.base_model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
-    stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
-    text = layout.attention_mask.bool().clone()
-    text[torch.arange(len(text))[:, None], layout.prompt_positions] = False
-    weights = text[:, None, :, None]
-    if how == "mean":
-        pooled = (stacked * weights).sum(dim=2) / weights.sum(dim=2)
-    else:
-        pooled = stacked.masked_fill(~weights, float("-inf")).max(dim=2).values
-    return pooled[:, :, None, :]
-
-
-def activations_of(
-    model: SoftPromptModel, batch: PromptBatch, cache: object | None, pooling: Pooling
-) -> Float[Tensor, "n layer prompt ffn"]:
-    """Return the activations a statistic is computed on: at the prompt, or pooled over text."""
-    if pooling == "prompt":
-        return prompt_activations(model, batch, cache)
-    return pooled_activations(model, batch, pooling)
+    from helpers.engine import TextCaches
+    from helpers.prompting import SoftPromptModel
 
 
 class BaselineAccumulator:

@@ -30,10 +30,11 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from helpers import activations
+from helpers import activations, engine
 from helpers.data import stable_seed
+from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import SoftPromptModel, TextCaches, without_prefix_cache
+from helpers.prompting import SoftPromptModel, without_prefix_cache
 from helpers.store import ArtefactStore
 
 How = Literal["gaussian", "zero", "value"]
@@ -170,7 +171,7 @@ def neuron_spread(
     total = torch.zeros(model.backbone.n_layers, model.backbone.ffn_width, dtype=torch.float64)
     square, count = torch.zeros_like(total), 0
     for batch, cache in model.eval_batches(split, batch_size, caches):
-        acts = activations.prompt_activations(model, batch, cache).double()
+        acts = engine.prompt_activations(model, batch, cache).double()
         total += acts.sum(dim=(0, 2))
         square += (acts**2).sum(dim=(0, 2))
         count += acts.shape[0] * acts.shape[2]
@@ -396,7 +397,7 @@ def class_means(
     total = torch.zeros(shape, dtype=torch.float64)
     counts = torch.zeros(n_classes, dtype=torch.float64)
     for batch, cache in model.eval_batches(split, batch_size, caches):
-        acts = activations.prompt_activations(model, batch, cache).double()
+        acts = engine.prompt_activations(model, batch, cache).double()
         total.index_add_(0, batch.labels, acts)
         counts += torch.bincount(batch.labels, minlength=n_classes).double()
     if bool((counts == 0).any()):

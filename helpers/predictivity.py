@@ -17,11 +17,11 @@ from datasets import Dataset
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from helpers import activations, data
-from helpers.activations import Pooling
+from helpers import activations, data, engine
 from helpers.data import TaskData, stable_seed
+from helpers.engine import Pooling, TextCaches
 from helpers.models import Backbone
-from helpers.prompting import PromptConfig, SoftPromptModel, TextCaches, hand_written
+from helpers.prompting import PromptConfig, SoftPromptModel, hand_written
 from helpers.store import Artefact, ArtefactStore
 
 Selection = Literal["per_layer", "global"]
@@ -382,7 +382,7 @@ def neuron_values(
     """Return chosen neurons' activations, each ``(layer, position, index)``, per example."""
     values = torch.empty(len(split), len(neurons))
     for batch, cache in model.eval_batches(split, batch_size, caches):
-        acts = activations.prompt_activations(model, batch, cache)
+        acts = engine.prompt_activations(model, batch, cache)
         values[batch.rows] = torch.stack(
             [acts[:, layer, pos, idx] for layer, pos, idx in neurons], dim=1
         )

@@ -9,7 +9,6 @@ Paper: §2.1, eq. 1 (the label word's likelihood at the prediction position).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +25,7 @@ from transformers import DynamicCache
 
 from helpers import paper
 from helpers.data import TaskData, stable_seed, verbalizer_ids
+from helpers.engine import TextCaches, active_dropout, bucketed_order, length_order
 from helpers.models import Backbone
 from helpers.store import Artefact, ArtefactStore
 
@@ -568,104 +568,6 @@ def without_prefix_cache(model: SoftPromptModel) -> Iterator[SoftPromptModel]:
         model.prefix_cache = cached
 
 
-def length_order(lengths: np.ndarray) -> np.ndarray:
-    """Return the indices of ``lengths`` from shortest to longest (stable)."""
-    return np.argsort(lengths, kind="stable")
-
-
-def bucketed_order(
-    lengths: np.ndarray,
-    batch_size: int,
-    rng: np.random.Generator,
-    window: int,
-    labels: np.ndarray | None = None,
-) -> np.ndarray:
-    """Return a random order whose batches hold examples of similar length.
-
-    The examples are shuffled, cut into windows of ``window`` batches, each window sorted
-    by length and cut into batches, and the batches shuffled. Padding shrinks while every
-    example is still seen once per epoch in a seed-dependent order; ``window=1`` keeps
-    the batches of a plain shuffle.
-
-    With ``labels``, each class of a window is sorted by length on its own and the classes
-    are interleaved by rank, so a batch mixes the classes as the window does: sorting by
-    length alone would put same-class examples together wherever length and label are
-    correlated, and a few dozen steps of such batches train worse prompts.
-    """
-    order = rng.permutation(len(lengths))
-    span = batch_size * window
-    batches = []
-    for start in range(0, len(order), span):
-        chunk = order[start : start + span]
-        if labels is None:
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        else:
-            groups = [chunk[labels[chunk] == k] for k in np.unique(labels[chunk])]
-            groups = [g[np.argsort(lengths[g], kind="stable")] for g in groups]
-            ranks = np.concatenate([(np.arange(len(g)) + 0.5) / len(g) for g in groups])
-            chunk = np.concatenate(groups)[np.argsort(ranks, kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
-
-
-class TextCaches:
-    """Tokenised evaluation batches and their decoder text caches, kept across prompts.
-
-    A split's text does not depend on the prompt, so every trial and every evaluation of
-    one task can share them. They cost memory (about 46 KB per text token for
-    SmolLM2-135M), so at most ``max_bytes`` are kept: the least recently used split is
-    dropped first and recomputed if it is needed again.
-    """
-
-    def __init__(self, max_bytes: int = 4 << 30) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple[object, ...], list[tuple[PromptBatch, DynamicCache | None]]]
-        self._items = OrderedDict()
-        self._sizes: dict[tuple[object, ...], int] = {}
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the kept caches."""
-        return sum(self._sizes.values())
-
-    @staticmethod
-    def _bytes(entry: list[tuple[PromptBatch, DynamicCache | None]]) -> int:
-        total = 0
-        for batch, cache in entry:
-            total += batch.input_ids.nbytes + batch.attention_mask.nbytes
-            for layer in cache.layers if cache is not None else []:
-                total += layer.keys.nbytes + layer.values.nbytes
-        return total
-
-    def batches(
-        self, model: SoftPromptModel, data: Dataset, batch_size: int
-    ) -> list[tuple[PromptBatch, DynamicCache | None]]:
-        """Return the split's batches with their caches, computing them on first use."""
-        config = model.config
-        key = (
-            model.backbone.name,
-            data._fingerprint,
-            batch_size,
-            config.max_text_tokens,
-            config.separator,
-            model.prefix_cache,
-        )
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        order = length_order(model.text_lengths(data))
-        entry = [
-            (batch, model.text_cache(batch) if model.prefix_cache else None)
-            for batch in model.batches(data, batch_size, order)
-        ]
-        size = self._bytes(entry)
-        while self._items and self.nbytes + size > self.max_bytes:
-            oldest, _ = self._items.popitem(last=False)
-            del self._sizes[oldest]
-        self._items[key], self._sizes[key] = entry, size
-        return entry
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation of a soft prompt.
@@ -681,8 +583,10 @@ class TrainConfig:
         patience: evaluations without a better dev accuracy before stopping.
         dev_size: dev examples used for these evaluations; None uses the whole split.
         mode: ``train`` keeps dropout on, as the official code does; ``eval`` turns it off.
-        reuse_text_cache: keep the dev and test batches' text caches across evaluations
-            and trials (decoders; costs memory, saves most of the evaluation time).
+        reuse_text_cache: keep the texts' keys and values (`engine.TextCaches`) across
+            training steps, epochs, evaluations and trials (decoders; costs memory, saves
+            most of the time). Training batches reuse them only where that is exact:
+            ``mode="eval"``, or a backbone without dropout.
         length_window: training batches are drawn from windows of this many batches sorted
             by text length within each class, which cuts padding and keeps the classes
             mixed (`bucketed_order`); 1 is a plain shuffle, as in the official code.
@@ -746,6 +650,10 @@ def train_prompt(
     On return ``model.prompt`` holds the best prompt.
 
     Args:
+        caches: the text-once engine's caches: each training example's text runs once
+            and is reused by every later step, epoch and trial that draws it (where
+            exact: ``mode="eval"`` or a backbone without dropout), and each dev split's
+            batches once for every evaluation.
         parameters: train these instead of the prompt (e.g. LoRA or bias parameters of
             the backbone, §5); they must be exactly the parameters that require grad.
             The text then depends on trained weights: training steps run the full layout,
@@ -769,6 +677,10 @@ def train_prompt(
         raise PromptError("the trained parameters must be exactly those that require grad")
     if parameters is not None:
         caches = None
+    # A cached text carries no fresh dropout mask per step, so training reuses it only
+    # where the per-step text would be the same.
+    exact = config.mode == "eval" or not active_dropout(model.backbone.model)
+    train_texts = caches if exact else None
     eval_dev = dev if config.dev_size is None else dev.select(range(min(config.dev_size, len(dev))))
     optimizer = torch.optim.Adam(trained, lr=config.lr, betas=config.betas, eps=config.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
@@ -790,8 +702,9 @@ def train_prompt(
             order = bucketed_order(lengths, config.batch_size, rng, config.length_window, labels)
             for batch in model.batches(train, config.batch_size, order):
                 model.backbone.model.train(config.mode == "train")
+                text = None if train_texts is None else train_texts.batch_cache(model, train, batch)
                 with layout(model):
-                    loss = nn.functional.cross_entropy(model(batch), batch.labels)
+                    loss = nn.functional.cross_entropy(model(batch, text), batch.labels)
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(trained, config.clip_norm)
@@ -931,9 +844,16 @@ def run_trials(
     seeds: Sequence[int],
     store: ArtefactStore,
     progress: bool = True,
+    caches: TextCaches | None = None,
 ) -> list[Artefact]:
-    """Run (or load) one trial per seed, sharing the dev and test text caches."""
-    caches = TextCaches() if train.reuse_text_cache else None
+    """Run (or load) one trial per seed, sharing the texts' caches (train, dev and test).
+
+    Args:
+        caches: where the texts are kept; a fresh `engine.TextCaches` with its default
+            budget if None (and ``train.reuse_text_cache``).
+    """
+    if caches is None and train.reuse_text_cache:
+        caches = TextCaches()
     return [run_trial(backbone, task, prompt, train, s, store, progress, caches) for s in seeds]
 
 

@@ -28,8 +28,9 @@ from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
 from helpers import activations
+from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import SoftPromptModel, TextCaches
+from helpers.prompting import SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
 
 

@@ -18,9 +18,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from helpers import activations
+from helpers import engine
 from helpers.data import TaskData, VerbalizerStyle
-from helpers.prompting import SoftPromptModel, TextCaches, moved, without_prefix_cache
+from helpers.engine import TextCaches
+from helpers.prompting import SoftPromptModel, moved, without_prefix_cache
 from helpers.similarity import spearman
 from helpers.store import Artefact, ArtefactStore
 
@@ -85,7 +86,7 @@ def activation_state(model: SoftPromptModel, threshold: float = 0.0) -> Bool[Ten
     """
     batch = model.encode([""], [None], [0])
     with without_prefix_cache(model):  # an empty text has no keys and values to cache
-        values = activations.prompt_activations(model, batch)
+        values = engine.prompt_activations(model, batch)
     return values[0, :, prediction_index(model)] > threshold
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import activations, data, models, prompting
+from helpers import activations, data, engine, models, prompting
 
 
 def _split(n: int = 10) -> data.Dataset:
@@ -23,10 +23,10 @@ def test_streaming_statistics_equal_direct_computation(model_type: str, prefix_c
     train, dev = _split(10), _split(7)
     base = activations.baseline(model, train, batch_size=3)
     acc, _ = activations.threshold_accuracy(model, dev, base, batch_size=4)
-    stored = torch.cat([activations.prompt_activations(model, b) for b in model.batches(train, 5)])
+    stored = torch.cat([engine.prompt_activations(model, b) for b in model.batches(train, 5)])
     assert stored.shape == (10, tiny.n_layers, model.n_scored, tiny.ffn_width)
     torch.testing.assert_close(base, stored.mean(0), rtol=0, atol=1e-6)
-    dev_acts = torch.cat([activations.prompt_activations(model, b) for b in model.batches(dev, 7)])
+    dev_acts = torch.cat([engine.prompt_activations(model, b) for b in model.batches(dev, 7)])
     labels = torch.tensor(list(dev["label"]))
     direct = ((dev_acts > base) == labels[:, None, None, None].bool()).float().mean(0)
     torch.testing.assert_close(acc, direct, rtol=0, atol=1e-6)
@@ -39,12 +39,12 @@ def test_cached_and_full_layout_activations_agree() -> None:
     full = prompting.SoftPromptModel(tiny, config, seed=0, prefix_cache=False)
     batch = next(cached.batches(_split(6), 6))
     torch.testing.assert_close(
-        activations.prompt_activations(cached, batch),
-        activations.prompt_activations(full, batch),
+        engine.prompt_activations(cached, batch),
+        engine.prompt_activations(full, batch),
         rtol=1e-5,
         atol=1e-5,
     )
-    assert activations.hook_count(tiny.model) == 0
+    assert engine.hook_count(tiny.model) == 0
 
 
 def test_accumulator_known_answers() -> None:
@@ -77,7 +77,7 @@ def test_permutation_null_shares_the_pass_and_matches_direct_computation() -> No
     acc, null = activations.threshold_accuracy(model, dev, base, 4, permutations=3, seed=5)
     torch.testing.assert_close(acc, plain)
     assert null is not None and null.shape == (3, *acc.shape)
-    acts = torch.cat([activations.prompt_activations(model, b) for b in model.batches(dev, 9)])
+    acts = torch.cat([engine.prompt_activations(model, b) for b in model.batches(dev, 9)])
     labels = torch.tensor(list(dev["label"]))
     generator = torch.Generator().manual_seed(5)
     first = labels[torch.randperm(9, generator=generator)]
@@ -119,13 +119,13 @@ def test_pooled_activations_cover_the_text_tokens_only(model_type: str) -> None:
     model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
     batch = next(model.batches(_split(4), 4))
     layout = model.layout(batch)
-    with activations.record_neurons(tiny, layers=[1]) as recorded:
+    with engine.record_neurons(tiny, layers=[1]) as recorded:
         tiny.model.base_model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
     offset = 0 if tiny.kind == "decoder" else model.n_scored
     for i in range(4):
         text = recorded[1][i, offset : offset + int(batch.lengths[i])]
-        mean = activations.pooled_activations(model, batch, "mean")[i, 1, 0]
-        peak = activations.pooled_activations(model, batch, "max")[i, 1, 0]
+        mean = engine.pooled_activations(model, batch, "mean")[i, 1, 0]
+        peak = engine.pooled_activations(model, batch, "max")[i, 1, 0]
         torch.testing.assert_close(mean, text.mean(0), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(peak, text.max(0).values)
     base = activations.baseline(model, _split(6), 3, pooling="max")

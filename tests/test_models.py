@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
-from helpers import activations, models
+from helpers import engine, models
 
 
 def _reference_neurons(backbone: models.Backbone, layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,7 @@ def test_captured_neurons_equal_hand_computed_ffn_hidden_layer(tiny: models.Back
         )
         for i, site in enumerate(tiny.neuron_sites())
     ]
-    with activations.record_neurons(tiny) as recorded:
+    with engine.record_neurons(tiny) as recorded:
         tiny.model(**encoded)
     for handle in handles:
         handle.remove()
@@ -63,13 +63,13 @@ def test_captured_neurons_equal_hand_computed_ffn_hidden_layer(tiny: models.Back
 
 
 def test_no_hook_left_behind_even_on_error(tiny: models.Backbone) -> None:
-    before = activations.hook_count(tiny.model)
+    before = engine.hook_count(tiny.model)
     encoded = tiny.tokenizer(["a good movie"], return_tensors="pt")
     reference = tiny.model(**encoded).logits
-    with pytest.raises(RuntimeError), activations.record_neurons(tiny, layers=[0]):
-        assert activations.hook_count(tiny.model) == before + 1
+    with pytest.raises(RuntimeError), engine.record_neurons(tiny, layers=[0]):
+        assert engine.hook_count(tiny.model) == before + 1
         raise RuntimeError("boom")
-    assert activations.hook_count(tiny.model) == before
+    assert engine.hook_count(tiny.model) == before
     torch.testing.assert_close(tiny.model(**encoded).logits, reference)
 
 

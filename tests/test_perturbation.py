@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import activations, data, models, perturbation, prompting
+from helpers import activations, data, engine, models, perturbation, prompting
 from helpers.predictivity import select
 
 
@@ -31,7 +31,7 @@ def test_zero_noise_changes_nothing(tiny: models.Backbone) -> None:
     torch.testing.assert_close(noisy, plain, rtol=0, atol=0)
     with perturbation.perturbed(tiny, _chosen(tiny), "gaussian", sigma=0.5):
         assert not torch.allclose(tiny.model(input_ids=ids).logits, plain)
-    assert activations.hook_count(tiny.model) == 0
+    assert engine.hook_count(tiny.model) == 0
 
 
 def test_value_replacement_equals_neurons_fixed_by_hand(tiny: models.Backbone) -> None:
@@ -39,13 +39,13 @@ def test_value_replacement_equals_neurons_fixed_by_hand(tiny: models.Backbone) -
     values = torch.randn(tiny.n_layers, tiny.ffn_width)
     with (
         perturbation.perturbed(tiny, chosen, "value", values),
-        activations.record_neurons(tiny) as acts,
+        engine.record_neurons(tiny) as acts,
     ):
         out = tiny.model(input_ids=ids).logits
     for layer in range(tiny.n_layers):
         seen = acts[layer][..., chosen[layer]]
         torch.testing.assert_close(seen, values[layer, chosen[layer]].expand_as(seen))
-    with perturbation.perturbed(tiny, chosen, "zero"), activations.record_neurons(tiny) as acts:
+    with perturbation.perturbed(tiny, chosen, "zero"), engine.record_neurons(tiny) as acts:
         tiny.model(input_ids=ids)
     assert all((acts[layer][..., chosen[layer]] == 0).all() for layer in range(tiny.n_layers))
     assert out.shape[:2] == ids.shape
@@ -54,11 +54,11 @@ def test_value_replacement_equals_neurons_fixed_by_hand(tiny: models.Backbone) -
 def test_gaussian_noise_is_drawn_per_example_and_shared_by_positions() -> None:
     tiny = models.tiny_backbone("llama")
     ids, chosen = _ids(tiny), _chosen(tiny)
-    with activations.record_neurons(tiny) as clean:
+    with engine.record_neurons(tiny) as clean:
         tiny.model(input_ids=ids)
     clean = dict(clean)
     noise_on = perturbation.perturbed(tiny, chosen, "gaussian", sigma=0.1, seed=3)
-    with noise_on, activations.record_neurons(tiny, layers=[0]) as noisy:
+    with noise_on, engine.record_neurons(tiny, layers=[0]) as noisy:
         tiny.model(input_ids=ids)
     # Layer 0 sees the clean input, so the difference is the noise itself.
     noise = noisy[0] - clean[0]
@@ -74,9 +74,9 @@ def test_hooks_are_removed_on_error_and_bad_input_is_refused() -> None:
         pytest.raises(RuntimeError, match="boom"),
         perturbation.perturbed(tiny, _chosen(tiny), "zero"),
     ):
-        assert activations.hook_count(tiny.model) > 0
+        assert engine.hook_count(tiny.model) > 0
         raise RuntimeError("boom")
-    assert activations.hook_count(tiny.model) == 0
+    assert engine.hook_count(tiny.model) == 0
     bad = [
         ((torch.ones(1, 3, dtype=torch.bool), "zero"), "shape"),
         ((_chosen(tiny), "value"), "needs values"),
@@ -90,12 +90,12 @@ def test_hooks_are_removed_on_error_and_bad_input_is_refused() -> None:
 def test_token_noise_differs_by_position_and_first_limits_the_positions() -> None:
     tiny = models.tiny_backbone("llama")
     ids, chosen = _ids(tiny), _chosen(tiny)
-    with activations.record_neurons(tiny, layers=[0]) as clean:
+    with engine.record_neurons(tiny, layers=[0]) as clean:
         tiny.model(input_ids=ids)
     clean = dict(clean)
     with (
         perturbation.perturbed(tiny, chosen, "gaussian", sigma=0.1, per="token", first=3),
-        activations.record_neurons(tiny, layers=[0]) as noisy,
+        engine.record_neurons(tiny, layers=[0]) as noisy,
     ):
         tiny.model(input_ids=ids)
     noise = noisy[0] - clean[0]
@@ -108,12 +108,12 @@ def test_per_neuron_sigma_leaves_zero_sigma_neurons_alone() -> None:
     ids, chosen = _ids(tiny), torch.ones(2, 48, dtype=torch.bool)
     sigma = torch.zeros(tiny.n_layers, tiny.ffn_width)
     sigma[:, :5] = 0.3
-    with activations.record_neurons(tiny, layers=[0]) as clean:
+    with engine.record_neurons(tiny, layers=[0]) as clean:
         tiny.model(input_ids=ids)
     clean = dict(clean)
     with (
         perturbation.perturbed(tiny, chosen, "gaussian", sigma=sigma),
-        activations.record_neurons(tiny, layers=[0]) as noisy,
+        engine.record_neurons(tiny, layers=[0]) as noisy,
     ):
         tiny.model(input_ids=ids)
     noise = noisy[0] - clean[0]
@@ -146,7 +146,7 @@ def test_prompt_scope_on_a_decoder_equals_perturbing_prompt_positions_of_the_ful
     model, split = _prompt_model(), _split()
     chosen = _chosen(model.backbone, 0.5)
     config = perturbation.PerturbConfig(how="zero", scope="prompt")
-    caches = prompting.TextCaches()
+    caches = engine.TextCaches()
     ours = perturbation.perturbed_accuracy(
         model, split, chosen, config, batch_size=4, caches=caches
     )
@@ -174,7 +174,7 @@ def test_prompt_scope_on_a_decoder_equals_perturbing_prompt_positions_of_the_ful
     clean = model.evaluate(split, 4)
     cached = model.evaluate(split, 4, caches=caches)
     assert cached.predictions.tolist() == clean.predictions.tolist()
-    assert activations.hook_count(model.backbone.model) == 0
+    assert engine.hook_count(model.backbone.model) == 0
 
 
 def test_all_scope_perturbs_the_text_too_and_encoders_keep_to_the_prompt() -> None:
@@ -240,7 +240,7 @@ def test_selectivity_index_known_answers_and_class_means() -> None:
     model, split = _prompt_model(), _split()
     found = perturbation.class_means(model, split, 2, batch_size=4)
     batch = next(model.batches(split, len(split)))
-    acts = activations.prompt_activations(model, batch)
+    acts = engine.prompt_activations(model, batch)
     torch.testing.assert_close(found[1], acts[batch.labels == 1].mean(dim=0))
     with pytest.raises(ValueError, match="every class"):
         perturbation.class_means(model, split.select([0, 2]), 2)
@@ -249,7 +249,7 @@ def test_selectivity_index_known_answers_and_class_means() -> None:
 def test_neuron_spread_is_the_standard_deviation_over_examples_and_positions() -> None:
     model, split = _prompt_model(), _split()
     batch = next(model.batches(split, len(split)))
-    acts = activations.prompt_activations(model, batch)
+    acts = engine.prompt_activations(model, batch)
     expected = acts.transpose(1, 2).reshape(-1, *acts.shape[1::2]).std(dim=0, unbiased=False)
     torch.testing.assert_close(
         perturbation.neuron_spread(model, split, 4), expected, atol=1e-5, rtol=1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import predictivity
+from helpers import engine, predictivity
 
 
 def test_predictivity_known_answers() -> None:
@@ -227,7 +227,7 @@ def test_probe_shares_text_caches_for_every_split(store) -> None:
 
     tiny = models.tiny_backbone("llama")
     task = _probe_task(tiny, False)
-    caches = prompting.TextCaches()
+    caches = engine.TextCaches()
     model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
     predictivity.probe(
         model, task, predictivity.ProbeConfig(20, batch_size=8), store, {"a": 1}, caches=caches
@@ -236,7 +236,7 @@ def test_probe_shares_text_caches_for_every_split(store) -> None:
 
 
 def test_multiclass_probe_equals_direct_computation_on_the_subtasks(store) -> None:
-    from helpers import activations, data, models, prompting
+    from helpers import data, models, prompting
 
     tiny = models.tiny_backbone("gpt2")
     task = _probe_task(tiny, True)
@@ -250,14 +250,10 @@ def test_multiclass_probe_equals_direct_computation_on_the_subtasks(store) -> No
     tensors = probe.tensors()
     for view in ("pn", "neu"):
         train, dev = data.binary_subtask(task.train, view), data.binary_subtask(task.dev, view)
-        acts = torch.cat(
-            [activations.prompt_activations(model, b) for b in model.batches(train, 100)]
-        )
+        acts = torch.cat([engine.prompt_activations(model, b) for b in model.batches(train, 100)])
         base = acts.mean(0)
         torch.testing.assert_close(tensors[f"{view}/baseline"], base, rtol=0, atol=1e-6)
-        dev_acts = torch.cat(
-            [activations.prompt_activations(model, b) for b in model.batches(dev, 100)]
-        )
+        dev_acts = torch.cat([engine.prompt_activations(model, b) for b in model.batches(dev, 100)])
         labels = torch.tensor(list(dev["label"]))
         direct = ((dev_acts > base) == labels[:, None, None, None].bool()).float().mean(0)
         torch.testing.assert_close(tensors[f"{view}/dev"], direct, rtol=0, atol=1e-6)

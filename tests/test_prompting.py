@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import data, models, prompting
+from helpers import data, engine, models, prompting
 
 
 def _split() -> data.Dataset:
@@ -279,7 +279,7 @@ def test_task_init_ends_with_the_hand_written_words_after_vocabulary_vectors() -
 
 def test_text_caches_reused_across_prompts_give_the_same_evaluation() -> None:
     tiny = models.tiny_backbone("llama")
-    caches = prompting.TextCaches()
+    caches = engine.TextCaches()
     for seed in (0, 1):
         config = prompting.PromptConfig(length=3, max_text_tokens=8)
         model = prompting.SoftPromptModel(tiny, config, seed=seed)
@@ -304,10 +304,10 @@ def test_text_caches_drop_the_least_recently_used_split_beyond_their_budget() ->
     tiny = models.tiny_backbone("llama")
     model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
     first, second = _pairs().select(range(3)), _pairs().select(range(3, 6))
-    probe = prompting.TextCaches()
+    probe = engine.TextCaches()
     probe.batches(model, first, 3)
     one_split = probe.nbytes
-    caches = prompting.TextCaches(max_bytes=int(1.5 * one_split))
+    caches = engine.TextCaches(max_bytes=int(1.5 * one_split))
     caches.batches(model, first, 3)
     caches.batches(model, second, 3)
     assert len(caches._items) == 1 and caches.nbytes <= 1.5 * one_split
@@ -340,10 +340,10 @@ def test_bucketed_order_by_class_keeps_batches_mixed_where_length_follows_the_la
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 200)
     lengths = np.where(labels == 1, 60, 20) + rng.integers(0, 10, size=400)
-    order = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), 16, labels)
+    order = engine.bucketed_order(lengths, 8, np.random.default_rng(1), 16, labels)
     assert sorted(order.tolist()) == list(range(400))
     batches = [order[i : i + 8] for i in range(0, 400, 8)]
-    by_length = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), 16)
+    by_length = engine.bucketed_order(lengths, 8, np.random.default_rng(1), 16)
     assert max(abs(int(labels[b].sum()) - 4) for b in batches) <= 2
     assert max(abs(int(labels[by_length[i : i + 8]].sum()) - 4) for i in range(0, 400, 8)) == 4
     # Within a class, lengths stay close: less padding than a plain shuffle of that class.
@@ -353,7 +353,7 @@ def test_bucketed_order_by_class_keeps_batches_mixed_where_length_follows_the_la
 
 def test_bucketed_order_is_a_permutation_with_batches_of_similar_length() -> None:
     lengths = np.random.default_rng(0).integers(1, 100, size=203)
-    order = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), window=16)
+    order = engine.bucketed_order(lengths, 8, np.random.default_rng(1), window=16)
     assert sorted(order.tolist()) == list(range(203))
     batches = [order[i : i + 8] for i in range(0, 203, 8)]
     plain = [np.random.default_rng(1).permutation(203)[i : i + 8] for i in range(0, 203, 8)]
@@ -362,12 +362,12 @@ def test_bucketed_order_is_a_permutation_with_batches_of_similar_length() -> Non
         return sum(int(lengths[b].max() * len(b) - lengths[b].sum()) for b in bs)
 
     assert padding(batches) < 0.5 * padding(plain)
-    again = prompting.bucketed_order(lengths, 8, np.random.default_rng(1), window=16)
+    again = engine.bucketed_order(lengths, 8, np.random.default_rng(1), window=16)
     assert order.tolist() == again.tolist()
-    other = prompting.bucketed_order(lengths, 8, np.random.default_rng(2), window=16)
+    other = engine.bucketed_order(lengths, 8, np.random.default_rng(2), window=16)
     assert order.tolist() != other.tolist()
     # Window 1 keeps a plain shuffle's batches (200 examples: no short batch to move).
-    one = prompting.bucketed_order(lengths[:200], 8, np.random.default_rng(1), window=1)
+    one = engine.bucketed_order(lengths[:200], 8, np.random.default_rng(1), window=1)
     shuffled = np.random.default_rng(1).permutation(200)
     assert sorted(sorted(one[i : i + 8].tolist()) for i in range(0, 200, 8)) == sorted(
         sorted(shuffled[i : i + 8].tolist()) for i in range(0, 200, 8)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from helpers import activations, data, models, prompting, transfer
+from helpers import data, engine, models, prompting, transfer
 
 
 def _split(labels: list[int], names: tuple[str, ...]) -> data.Dataset:
@@ -30,7 +30,7 @@ def test_on_of_a_prompt_with_itself_is_one(tiny: models.Backbone) -> None:
     state = transfer.activation_state(_prompt(tiny))
     assert state.shape == (tiny.n_layers, tiny.ffn_width) and state.any()
     assert transfer.overlap_rate(state, state) == pytest.approx(1.0)
-    assert activations.hook_count(tiny.model) == 0
+    assert engine.hook_count(tiny.model) == 0
 
 
 def test_on_within_all_neurons_equals_plain_on() -> None:
@@ -55,7 +55,7 @@ def test_on_is_the_cosine_of_binary_states_within_a_set() -> None:
 def test_activation_state_reads_the_last_prompt_position_of_an_empty_input() -> None:
     tiny = models.tiny_backbone("llama")
     model = _prompt(tiny)
-    with activations.record_neurons(tiny) as recorded:
+    with engine.record_neurons(tiny) as recorded:
         tiny.model.base_model(inputs_embeds=model.prompt.detach()[None])
     expected = torch.stack([recorded[layer][0, -1] for layer in range(tiny.n_layers)]) > 0
     assert torch.equal(transfer.activation_state(model), expected)

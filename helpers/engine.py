@@ -1,0 +1,408 @@
+"""The text-once engine: run each text once, run prompts on top, read the neurons.
+
+On a decoder the text comes before the soft prompt and never attends to it, and the
+backbone is frozen, so a text's keys and values are the same for every prompt, trial,
+training step, epoch and perturbed condition that leaves the text alone (`design` of
+the book: chapter 01). This module keeps them and runs everything else on top:
+
+- `TextCaches` holds, under one memory budget, a split's evaluation batches (shortest
+  texts first) with their text caches, and each training example's own text states,
+  gathered into a batch cache for whatever batch a training step draws;
+- `record_neurons` and `prompt_activations` read the neurons at the prompt positions
+  (forward pre-hooks on the FFN output projection, always removed);
+- `length_order` and `bucketed_order` choose the batches.
+
+Training (`prompting.train_prompt`), evaluation, probing (`activations`), perturbation
+of the prompt positions, transfer and the untuned controls all go through these.
+
+Paper: §2.1 (prompt tuning on a frozen backbone), §2.2 (the activation
+a = f(x Kᵀ + b1)), §3.1 (activations at the prompt positions); the official code
+``probe`` hooks ``intermediate`` of RoBERTa, which is the same tensor.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from datasets import Dataset
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+from helpers.models import Backbone
+
+if TYPE_CHECKING:
+    from helpers.prompting import PromptBatch, SoftPromptModel
+
+
+def hook_count(model: nn.Module) -> int:
+    """Return how many forward and pre-forward hooks are registered anywhere in a model."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@contextmanager
+def record_neurons(
+    backbone: Backbone, layers: Sequence[int] | None = None
+) -> Iterator[dict[int, Float[Tensor, "n seq ffn"]]]:
+    """Record each chosen layer's neuron activations on the next forward passes.
+
+    Yields a dict that fills as the model runs: layer index -> the activations of the
+    latest forward pass, detached, shape ``[n, seq, ffn]``.
+
+    Example:
+        >>> with record_neurons(backbone) as acts:
+        ...     backbone.model(**batch)
+        >>> acts[0].shape[-1] == backbone.ffn_width
+        True
+    """
+    chosen = range(backbone.n_layers) if layers is None else layers
+    sites = backbone.neuron_sites()
+    recorded: dict[int, Tensor] = {}
+    handles = []
+
+    def hook_for(layer: int):  # noqa: ANN202
+        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            recorded[layer] = args[0].detach()
+
+        return hook
+
+    try:
+        for layer in chosen:
+            handles.append(sites[layer].register_forward_pre_hook(hook_for(layer)))
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def prompt_activations(
+    model: SoftPromptModel, batch: PromptBatch, cache: object | None = None
+) -> Float[Tensor, "n layer prompt ffn"]:
+    """Return every neuron's activation at the scored prompt positions of a batch.
+
+    With a decoder's cached text prefix, the forward pass covers only the prompt
+    positions, so every recorded position is scored; otherwise the prompt positions are
+    gathered from the full layout.
+    """
+    backbone = model.backbone
+    with record_neurons(backbone) as recorded:
+        model.prompt_hidden(batch, cache)  # type: ignore[arg-type]
+    stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
+    if stacked.shape[2] == model.n_scored and model.prefix_cache:
+        return stacked
+    positions = model.layout(batch).prompt_positions
+    index = positions[:, None, :, None].expand(-1, stacked.shape[1], -1, stacked.shape[3])
+    return stacked.gather(2, index)
+
+
+Pooling = Literal["prompt", "mean", "max"]
+
+
+@torch.no_grad()
+def pooled_activations(
+    model: SoftPromptModel, batch: PromptBatch, how: Literal["mean", "max"]
+) -> Float[Tensor, "n layer 1 ffn"]:
+    """Return each neuron's activation pooled over the input (text) tokens.
+
+    The paper's "Avg." and "Max." baselines (§4.1, Fig. 3; official ``probe_acc_mean`` /
+    ``probe_acc_max``): the same threshold procedure on activations pooled over the input
+    tokens, the prompt still in place. On a decoder the text precedes the prompt and
+    cannot see it, so these activations do not depend on the prompt at all.
+    """
+    backbone = model.backbone
+    layout = model.layout(batch)
+    with record_neurons(backbone) as recorded:
+        backbone.model.base_model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
+    stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
+    text = layout.attention_mask.bool().clone()
+    text[torch.arange(len(text))[:, None], layout.prompt_positions] = False
+    weights = text[:, None, :, None]
+    if how == "mean":
+        pooled = (stacked * weights).sum(dim=2) / weights.sum(dim=2)
+    else:
+        pooled = stacked.masked_fill(~weights, float("-inf")).max(dim=2).values
+    return pooled[:, :, None, :]
+
+
+def activations_of(
+    model: SoftPromptModel, batch: PromptBatch, cache: object | None, pooling: Pooling
+) -> Float[Tensor, "n layer prompt ffn"]:
+    """Return the activations a statistic is computed on: at the prompt, or pooled over text."""
+    if pooling == "prompt":
+        return prompt_activations(model, batch, cache)
+    return pooled_activations(model, batch, pooling)
+
+
+def length_order(lengths: np.ndarray) -> np.ndarray:
+    """Return the indices of ``lengths`` from shortest to longest (stable)."""
+    return np.argsort(lengths, kind="stable")
+
+
+def bucketed_order(
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    window: int,
+    labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return a random order whose batches hold examples of similar length.
+
+    The examples are shuffled, cut into windows of ``window`` batches, each window sorted
+    by length and cut into batches, and the batches shuffled. Padding shrinks while every
+    example is still seen once per epoch in a seed-dependent order; ``window=1`` keeps
+    the batches of a plain shuffle.
+
+    With ``labels``, each class of a window is sorted by length on its own and the classes
+    are interleaved by rank, so a batch mixes the classes as the window does: sorting by
+    length alone would put same-class examples together wherever length and label are
+    correlated, and a few dozen steps of such batches train worse prompts.
+    """
+    order = rng.permutation(len(lengths))
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        if labels is None:
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        else:
+            groups = [chunk[labels[chunk] == k] for k in np.unique(labels[chunk])]
+            groups = [g[np.argsort(lengths[g], kind="stable")] for g in groups]
+            ranks = np.concatenate([(np.arange(len(g)) + 0.5) / len(g) for g in groups])
+            chunk = np.concatenate(groups)[np.argsort(ranks, kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+
+def active_dropout(module: nn.Module) -> bool:
+    """Return whether a model drops anything out in training mode.
+
+    Cached text states are computed once, so they cannot carry a fresh dropout mask per
+    step: training on cached text is exact only for a model without dropout, or in
+    ``eval`` mode.
+    """
+    config = getattr(module, "config", None)
+    rates = [getattr(config, name, 0.0) or 0.0 for name in ("attention_dropout", "attn_pdrop")]
+    dropouts = [m.p for m in module.modules() if isinstance(m, nn.Dropout)]
+    return any(float(r) > 0 for r in rates + dropouts)
+
+
+@dataclass
+class _Examples:
+    """One split's per-example text states: per layer, every example's keys and values
+    laid end to end (``[tokens, heads, head_dim]``), filled the first time a batch needs
+    them."""
+
+    offsets: Int[Tensor, " n"]
+    lengths: Int[Tensor, " n"]
+    done: Tensor
+    keys: list[Tensor]
+    values: list[Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.keys + self.values)
+
+
+class TextCaches:
+    """Decoder text states kept across prompts, trials, steps and epochs, under a budget.
+
+    A split's text does not depend on the prompt, so every trial, every training step
+    and every evaluation of one task can share its keys and values. Two kinds of entry
+    share one budget of ``max_bytes``:
+
+    - `batches`: a split's evaluation batches, shortest texts first, each with its text
+      cache (for evaluation, probing and perturbation of the prompt positions);
+    - `batch_cache`: each training example's own states, computed the first time a
+      training batch holds it and gathered into a cache for any batch of the split, so
+      every trial keeps its own random batches and data order.
+
+    They cost memory (about 46 KB per text token for SmolLM2-135M in float32): the least
+    recently used entry is dropped first and recomputed if it is needed again; a split
+    whose training states alone exceed the budget is not kept, and its training batches
+    compute their text at every step, as without a cache. ``computed`` and ``reused``
+    count the texts run and the texts served from the cache.
+    """
+
+    def __init__(self, max_bytes: int = 4 << 30) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[object, ...], object] = OrderedDict()
+        self._sizes: dict[tuple[object, ...], int] = {}
+        self._too_large: set[tuple[object, ...]] = set()
+        self.computed = 0
+        self.reused = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the kept caches."""
+        return sum(self._sizes.values())
+
+    def report(self) -> dict[str, object]:
+        """Return the budget, the bytes held and how many texts were computed and reused."""
+        return {
+            "max_gb": self.max_bytes / 2**30,
+            "held_gb": self.nbytes / 2**30,
+            "entries": len(self._items),
+            "not_kept": len(self._too_large),
+            "texts_computed": self.computed,
+            "texts_reused": self.reused,
+        }
+
+    @staticmethod
+    def _bytes(entry: list[tuple[PromptBatch, DynamicCache | None]]) -> int:
+        total = 0
+        for batch, cache in entry:
+            total += batch.input_ids.nbytes + batch.attention_mask.nbytes
+            for layer in cache.layers if cache is not None else []:
+                total += layer.keys.nbytes + layer.values.nbytes
+        return total
+
+    @staticmethod
+    def _key(model: SoftPromptModel, data: Dataset, *rest: object) -> tuple[object, ...]:
+        # Everything a text's states depend on: the backbone (name and object, so a
+        # pruned or rebuilt model never shares), its dtype, the split's content and how
+        # the text is cut and joined.
+        backbone, config = model.backbone, model.config
+        dtype = backbone.model.get_input_embeddings().weight.dtype
+        return (
+            backbone.name,
+            id(backbone.model),
+            str(dtype),
+            data._fingerprint,
+            config.max_text_tokens,
+            config.separator,
+            *rest,
+        )
+
+    def _keep(self, key: tuple[object, ...], entry: object, size: int) -> bool:
+        """Keep an entry, dropping the least recently used ones; False if it cannot fit."""
+        if size > self.max_bytes:
+            return False
+        while self._items and self.nbytes + size > self.max_bytes:
+            oldest, _ = self._items.popitem(last=False)
+            del self._sizes[oldest]
+        self._items[key], self._sizes[key] = entry, size
+        return True
+
+    def batches(
+        self, model: SoftPromptModel, data: Dataset, batch_size: int
+    ) -> list[tuple[PromptBatch, DynamicCache | None]]:
+        """Return the split's batches with their caches, computing them on first use."""
+        key = self._key(model, data, "batches", batch_size, model.prefix_cache)
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.reused += len(data)
+            return self._items[key]  # type: ignore[return-value]
+        order = length_order(model.text_lengths(data))
+        entry = [
+            (batch, model.text_cache(batch) if model.prefix_cache else None)
+            for batch in model.batches(data, batch_size, order)
+        ]
+        self.computed += len(data)
+        self._keep(key, entry, self._bytes(entry))
+        return entry
+
+    def batch_cache(
+        self, model: SoftPromptModel, data: Dataset, batch: PromptBatch
+    ) -> DynamicCache | None:
+        """Return the text cache of a batch of ``data`` (its ``rows``), built from each
+        example's stored states; run only the examples not seen before.
+
+        Returns None (the caller runs the text itself) for an encoder, a model without
+        ``prefix_cache``, or a split whose states do not fit the budget.
+        """
+        if not model.prefix_cache or batch.rows is None:
+            return None
+        key = self._key(model, data, "examples")
+        if key in self._too_large:
+            return None
+        examples = self._items.get(key)
+        rows, lengths = batch.rows, batch.lengths
+        if examples is None:
+            cache = model.text_cache(batch)
+            self.computed += len(rows)
+            examples = self._allocate(key, model, data, cache)
+            if examples is None:
+                return cache
+            self._store(examples, rows, lengths, cache)
+            return cache
+        assert isinstance(examples, _Examples)
+        self._items.move_to_end(key)
+        missing = ~examples.done[rows]
+        if bool(missing.any()):
+            width = int(lengths[missing].max())
+            fresh = model.text_cache(_subset(batch, missing, width))
+            self._store(examples, rows[missing], lengths[missing], fresh)
+            self.computed += int(missing.sum())
+        self.reused += int((~missing).sum())
+        return self._gather(examples, rows, batch.input_ids.shape[1])
+
+    def _allocate(
+        self, key: tuple[object, ...], model: SoftPromptModel, data: Dataset, cache: DynamicCache
+    ) -> _Examples | None:
+        lengths = torch.as_tensor(model.text_lengths(data))
+        offsets = torch.cumsum(lengths, 0) - lengths
+        tokens = int(lengths.sum())
+        shapes = [
+            (layer.keys.shape[1], layer.keys.shape[3], layer.keys.dtype) for layer in cache.layers
+        ]
+        size = sum(2 * tokens * h * d * torch.finfo(t).bits // 8 for h, d, t in shapes)
+        if size > self.max_bytes:
+            self._too_large.add(key)
+            return None
+        examples = _Examples(
+            offsets=offsets,
+            lengths=lengths,
+            done=torch.zeros(len(lengths), dtype=torch.bool),
+            keys=[torch.empty(tokens, h, d, dtype=t) for h, d, t in shapes],
+            values=[torch.empty(tokens, h, d, dtype=t) for h, d, t in shapes],
+        )
+        self._keep(key, examples, size)
+        return examples
+
+    @staticmethod
+    def _store(examples: _Examples, rows: Tensor, lengths: Tensor, cache: DynamicCache) -> None:
+        for i, (row, length) in enumerate(zip(rows.tolist(), lengths.tolist(), strict=True)):
+            if int(examples.lengths[row]) != length:
+                raise ValueError(
+                    f"row {row} has {length} text tokens here but {int(examples.lengths[row])} "
+                    "in the split it was cached for"
+                )
+            start = int(examples.offsets[row])
+            for layer, keys, values in zip(
+                cache.layers, examples.keys, examples.values, strict=True
+            ):
+                keys[start : start + length] = layer.keys[i, :, :length].transpose(0, 1)
+                values[start : start + length] = layer.values[i, :, :length].transpose(0, 1)
+            examples.done[row] = True
+
+    @staticmethod
+    def _gather(examples: _Examples, rows: Tensor, width: int) -> DynamicCache:
+        # Positions past an example's length point at its first token: they are padding,
+        # masked out by the batch's attention mask, as the pad tokens' states are.
+        steps = torch.arange(width)[None]
+        inside = steps < examples.lengths[rows][:, None]
+        index = examples.offsets[rows][:, None] + torch.where(inside, steps, 0)
+        pairs = [
+            (keys[index].transpose(1, 2), values[index].transpose(1, 2))
+            for keys, values in zip(examples.keys, examples.values, strict=True)
+        ]
+        return DynamicCache(ddp_cache_data=pairs)
+
+
+def _subset(batch: PromptBatch, chosen: Tensor, width: int) -> PromptBatch:
+    """Return the chosen examples of a batch, cut to ``width`` text tokens."""
+    return type(batch)(
+        batch.input_ids[chosen, :width],
+        batch.attention_mask[chosen, :width],
+        batch.labels[chosen],
+        None if batch.rows is None else batch.rows[chosen],
+    )
