@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from helpers import activations, data, models, prompting
+from helpers import activations, data, engine, models, prompting
 
 
 def setup(backbone_name: str, task_name: str, examples: int, length: int):
@@ -62,7 +62,7 @@ def main() -> None:
         for batch in batches:
             model.prompt_hidden(batch)
 
-    def engine() -> None:
+    def probe() -> None:
         accumulator = activations.AccuracyAccumulator(base)
         for batch in batches:
             accumulator.add(engine.prompt_activations(model, batch), batch.labels)
@@ -70,7 +70,7 @@ def main() -> None:
 
     times: dict[str, list[float]] = {"bare forward": [], "engine": []}
     for repeat in range(args.repeats + 1):  # the first round warms up
-        for name, run in (("bare forward", bare), ("engine", engine)):
+        for name, run in (("bare forward", bare), ("engine", probe)):
             start = time.perf_counter()
             run()
             if repeat:

@@ -1,31 +1,62 @@
-"""Benchmark: one prompt-tuning step, this implementation vs the official code's approach.
+"""Benchmark: a prompt-tuning step amortised over an epoch and several trials.
 
-Ours: backbone parameters frozen (no weight gradients), LM head only at the prediction
-position, gradient clipping over the prompt; on a decoder the text runs once without
-gradients and only the prompt positions with them (``prefix_cache``). "Ours, full
-sequence" is the same without the text cache, to show what each part buys. Official approach (``src/trainer.py``):
-backbone parameters left with ``requires_grad=True`` (only left out of the optimiser),
-the head over the full sequence, clipping over every parameter. Both run on the same
-batches in one process, alternately, and the script prints the median time per step and
-the ratio.
+Four ways to take one training step at batch 8, side by side on the same batches of a
+real training split (drawn as training draws them, `engine.bucketed_order`), run
+alternately in one process:
 
-    python bench/prompt_step.py --prompt-length 16 --batch-size 8 --repeats 5
+- **cached text** (the default): each example's text states come from
+  `engine.TextCaches`; a step runs only the prompt positions, with gradients. Filling
+  the cache (running each example's text once) is timed on its own and amortised: in
+  one epoch of ``--train-examples`` examples and ``--trials`` trials, every example's
+  text runs once and is reused by the other trials, so the amortised step is
+  ``cached step + fill per batch / trials``;
+- **per-step text** (before the engine): the same, but the step runs its batch's text
+  anew, without gradients;
+- **full sequence**: text and prompt in one pass with gradients (no text cache);
+- **official approach** (``src/trainer.py``): full sequence, backbone parameters left
+  with ``requires_grad=True`` (only left out of the optimiser), the head over the full
+  sequence, clipping over every parameter.
+
+Prints the median time per step of each and its ratio to the per-step text, with the
+processor and threads.
+
+    python bench/prompt_step.py --steps 6 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
+import subprocess
 import time
 
+import numpy as np
 import torch
 from torch import nn
 
-from helpers import data, models, prompting
+from helpers import data, engine, models, prompting
 
 
-def step_ours(model: prompting.SoftPromptModel, batch: prompting.PromptBatch, optimizer) -> None:
-    loss = nn.functional.cross_entropy(model(batch), batch.labels)
+def processor() -> str:
+    """Return the processor's model name and whether it has bf16 matrix instructions."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    matrix = [f for f in ("amx_bf16", "avx512_bf16", "avx2") if f in flags]
+    return f"{fields.get('Model name', '?').strip()} ({', '.join(matrix) or 'no avx2'})"
+
+
+def step(
+    model: prompting.SoftPromptModel,
+    batch: prompting.PromptBatch,
+    optimizer: torch.optim.Optimizer,
+    cache: object | None = None,
+) -> None:
+    loss = nn.functional.cross_entropy(model(batch, cache), batch.labels)
     optimizer.zero_grad()
     loss.backward()
     nn.utils.clip_grad_norm_([model.prompt], 1.0)
@@ -33,7 +64,9 @@ def step_ours(model: prompting.SoftPromptModel, batch: prompting.PromptBatch, op
 
 
 def step_official(
-    model: prompting.SoftPromptModel, batch: prompting.PromptBatch, optimizer
+    model: prompting.SoftPromptModel,
+    batch: prompting.PromptBatch,
+    optimizer: torch.optim.Optimizer,
 ) -> None:
     layout = model.layout(batch)
     full = model.backbone.model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
@@ -50,58 +83,88 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="smollm2-135m")
     parser.add_argument("--task", default="rotten_tomatoes")
-    parser.add_argument("--prompt-length", type=int, default=16)
+    parser.add_argument("--prompt-length", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=3, help="steps per timed block")
-    parser.add_argument("--repeats", type=int, default=5, help="alternating timed blocks")
+    parser.add_argument("--train-examples", type=int, default=2000)
+    parser.add_argument("--trials", type=int, default=3, help="trials sharing the texts")
+    parser.add_argument("--steps", type=int, default=6, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating timed blocks")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     backbone = models.load_backbone(args.backbone)
-    task = data.load_task(args.task, data.SplitSizes(args.batch_size * args.steps, 2, 2))
-    config = prompting.PromptConfig(length=args.prompt_length)
+    task = data.load_task(args.task, data.SplitSizes(args.train_examples, 2, 2))
+    config = prompting.PromptConfig(length=args.prompt_length, init="task")
     model = prompting.SoftPromptModel(backbone, prompting.prompt_config_for(task, config))
-    rows = [
-        task.train.select(range(i, i + args.batch_size))
-        for i in range(0, len(task.train), args.batch_size)
-    ]
-    inputs = [(list(r["text"]), list(r["text_pair"]), list(r["label"])) for r in rows]
-    optimizer = torch.optim.Adam([model.prompt], lr=1e-3)
-
-    def block(step) -> float:
-        start = time.perf_counter()
-        for texts, pairs, labels in inputs:
-            # Each step lays out the batch around the current prompt, as training does.
-            step(model, model.encode(texts, pairs, labels), optimizer)
-        return (time.perf_counter() - start) / len(inputs)
-
-    def full_sequence(model_, batch, optimizer_) -> None:
-        model_.prefix_cache = False
-        try:
-            step_ours(model_, batch, optimizer_)
-        finally:
-            model_.prefix_cache = backbone.kind == "decoder"
-
-    variants = {"ours": step_ours, "ours, full sequence": full_sequence, "official": step_official}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for repeat in range(args.repeats + 1):  # the first round warms up
-        for name, step in variants.items():
-            backbone.model.requires_grad_(name == "official")
-            elapsed = block(step)
-            if repeat:
-                times[name].append(elapsed)
-    backbone.model.requires_grad_(False)
-    tokens = sum(float(model.layout(model.encode(*x)).attention_mask.sum()) for x in inputs)
-    tokens /= len(inputs)
-    median = {name: statistics.median(values) for name, values in times.items()}
-    print(
-        f"backbone {args.backbone}, prompt {args.prompt_length}, batch {args.batch_size}, "
-        f"{tokens:.0f} tokens per batch, {args.threads} threads, median of {args.repeats}"
+    labels = np.asarray(task.train["label"])
+    order = engine.bucketed_order(
+        model.text_lengths(task.train), args.batch_size, np.random.default_rng(0), 16, labels
     )
+    # Batches spread over the epoch, so their lengths are the epoch's.
+    every = max(1, len(order) // args.batch_size // args.steps)
+    batches = list(model.batches(task.train, args.batch_size, order))[::every][: args.steps]
+    optimizer = torch.optim.Adam([model.prompt], lr=1e-3)
+    caches = engine.TextCaches()
+
+    def fill() -> None:
+        for batch in batches:
+            model.text_cache(batch)
+
+    def cached() -> None:
+        for batch in batches:
+            step(model, batch, optimizer, caches.batch_cache(model, task.train, batch))
+
+    def per_step() -> None:
+        for batch in batches:
+            step(model, batch, optimizer)
+
+    def full_sequence() -> None:
+        with prompting.without_prefix_cache(model):
+            per_step()
+
+    def official() -> None:
+        backbone.model.requires_grad_(True)
+        try:
+            for batch in batches:
+                step_official(model, batch, optimizer)
+        finally:
+            backbone.model.requires_grad_(False)
+
+    variants = {
+        "text fill (no grad)": fill,
+        "cached text": cached,
+        "per-step text": per_step,
+        "full sequence": full_sequence,
+        "official approach": official,
+    }
+    if backbone.kind == "encoder":
+        del variants["text fill (no grad)"], variants["cached text"]
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for repeat in range(args.repeats + 1):  # the first round warms up and fills the cache
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            if repeat:
+                times[name].append((time.perf_counter() - start) / len(batches))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    tokens = np.mean([int(b.attention_mask.sum()) for b in batches])
+    print(
+        f"{args.backbone}, {args.task}, prompt {args.prompt_length}, batch {args.batch_size}, "
+        f"{tokens:.0f} text tokens per batch, {args.threads} threads, {processor()}, "
+        f"median of {args.repeats} blocks of {len(batches)} steps"
+    )
+    if "cached text" in median:
+        steps_per_epoch = -(-args.train_examples // args.batch_size)
+        amortised = median["cached text"] + median["text fill (no grad)"] / args.trials
+        median["cached text, amortised"] = amortised
+        print(
+            f"amortised over one epoch of {args.train_examples} examples "
+            f"({steps_per_epoch} steps) and {args.trials} trials: each text runs once"
+        )
+    base = median["per-step text"]
     for name, seconds in median.items():
-        ratio = median["official"] / seconds
-        print(f"{name:22s} {1000 * seconds:8.1f} ms/step   official / this = {ratio:.2f}x")
+        print(f"{name:24s} {1000 * seconds:8.1f} ms/step   {seconds / base:5.2f}x per-step text")
 
 
 if __name__ == "__main__":

@@ -316,14 +316,16 @@ class TextCaches:
         """Return the text cache of a batch of ``data`` (its ``rows``), built from each
         example's stored states; run only the examples not seen before.
 
-        Returns None (the caller runs the text itself) for an encoder, a model without
-        ``prefix_cache``, or a split whose states do not fit the budget.
+        A split whose states do not fit the budget has each batch's text run anew.
+        Returns None (the caller runs the full layout) for an encoder or a model without
+        ``prefix_cache``.
         """
         if not model.prefix_cache or batch.rows is None:
             return None
         key = self._key(model, data, "examples")
         if key in self._too_large:
-            return None
+            self.computed += len(batch.rows)
+            return model.text_cache(batch)
         examples = self._items.get(key)
         rows, lengths = batch.rows, batch.lengths
         if examples is None:

@@ -1,0 +1,151 @@
+"""The text-once engine: cached text states equal the uncached layout, and stay in step
+with everything they depend on."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from helpers import activations, data, engine, models, prompting
+
+WORDS = ["a good movie", "the worst film", "great fun", "boring and bad", "loved it"]
+
+
+def _split(n: int = 10) -> data.Dataset:
+    texts = [f"{WORDS[i % 5]} {'very ' * (i % 3)}fun" for i in range(n)]
+    return data.dataset(texts, [i % 2 for i in range(n)], ("negative", "positive"))
+
+
+def _double(model_type: str) -> models.Backbone:
+    tiny = models.tiny_backbone(model_type)
+    tiny.model.double()
+    return tiny
+
+
+def _train(
+    tiny: models.Backbone, caches: engine.TextCaches | None, prefix_cache: bool, steps: int
+) -> tuple[prompting.TrainResult, prompting.SoftPromptModel]:
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    model = prompting.SoftPromptModel(tiny, config, seed=5, prefix_cache=prefix_cache)
+    train = prompting.TrainConfig(
+        lr=0.05, batch_size=3, max_steps=steps, eval_every=2, patience=10, mode="eval"
+    )
+    result = prompting.train_prompt(model, _split(), _split(4), train, 7, False, caches)
+    return result, model
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_training_on_cached_text_gives_the_prompt_of_the_full_layout(model_type: str) -> None:
+    tiny = _double(model_type)
+    caches = engine.TextCaches()
+    # 8 steps of 3 over 10 examples: more than two epochs, so most steps reuse texts.
+    cached, _ = _train(tiny, caches, prefix_cache=True, steps=8)
+    per_step, _ = _train(tiny, None, prefix_cache=True, steps=8)
+    full, _ = _train(tiny, None, prefix_cache=False, steps=8)
+    assert caches.report()["texts_reused"] > caches.report()["texts_computed"] - 4
+    for other in (per_step, full):
+        torch.testing.assert_close(cached.prompt, other.prompt, rtol=1e-9, atol=1e-12)
+        assert [h["dev_accuracy"] for h in cached.history] == [
+            h["dev_accuracy"] for h in other.history
+        ]
+        assert [h["loss"] for h in cached.history] == pytest.approx(
+            [h["loss"] for h in other.history], rel=1e-12
+        )
+    assert not torch.equal(cached.prompt, _train(tiny, None, True, 2)[0].prompt)
+
+
+def test_a_gathered_batch_cache_equals_the_text_run_for_that_batch() -> None:
+    tiny = _double("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    split, caches = _split(), engine.TextCaches()
+    first = next(model.batches(split, 4, order=[7, 1, 3, 0]))
+    caches.batch_cache(model, split, first)
+    # Rows 1 and 3 are stored; 9 and 4 are run now; the gathered cache is for the batch.
+    second = next(model.batches(split, 4, order=[3, 9, 1, 4]))
+    gathered = caches.batch_cache(model, split, second)
+    direct = model.text_cache(second)
+    mask = second.attention_mask.bool()
+    for ours, theirs in zip(gathered.layers, direct.layers, strict=True):
+        for a, b in ((ours.keys, theirs.keys), (ours.values, theirs.values)):
+            assert a.shape == b.shape
+            torch.testing.assert_close(
+                a.transpose(1, 2)[mask], b.transpose(1, 2)[mask], rtol=1e-12, atol=1e-12
+            )
+    assert caches.computed == 6 and caches.reused == 2
+    torch.testing.assert_close(model(second, gathered), model(second), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_probing_on_cached_text_equals_probing_the_full_layout(model_type: str) -> None:
+    tiny = _double(model_type)
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    cached = prompting.SoftPromptModel(tiny, config, seed=2)
+    full = prompting.SoftPromptModel(tiny, config, seed=2, prefix_cache=False)
+    caches, split = engine.TextCaches(), _split()
+    results = []
+    for model, kept in ((cached, caches), (cached, caches), (full, None)):
+        base = activations.baseline(model, split, 4, caches=kept)
+        accuracy, _ = activations.threshold_accuracy(model, split, base, 3, caches=kept)
+        results.append((base, accuracy))
+    assert caches.reused == 2 * len(split)  # the second probe ran no text
+    for base, accuracy in results[1:]:
+        torch.testing.assert_close(base, results[0][0], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(accuracy, results[0][1], rtol=0, atol=0)
+
+
+def test_the_cache_is_recomputed_when_anything_it_depends_on_changes() -> None:
+    tiny = models.tiny_backbone("llama")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8)
+    model = prompting.SoftPromptModel(tiny, config)
+    caches, split = engine.TextCaches(), _split()
+    batch = next(model.batches(split, 4))
+    caches.batch_cache(model, split, batch)
+    assert caches.computed == 4
+    caches.batch_cache(model, split, batch)
+    assert caches.computed == 4  # nothing changed: all reused
+    relabelled = data.dataset(list(split["text"]), [1 - y for y in split["label"]], ("n", "p"))
+    others = [
+        (model, relabelled),  # other content, same rows
+        (prompting.SoftPromptModel(tiny, replace(config, max_text_tokens=3)), split),
+        (prompting.SoftPromptModel(tiny, replace(config, separator=" | ")), split),
+        (prompting.SoftPromptModel(models.tiny_backbone("llama"), config), split),
+    ]
+    for i, (other, split_) in enumerate(others, start=2):
+        caches.batch_cache(other, split_, next(other.batches(split_, 4)))
+        assert caches.computed == 4 * i
+    assert len(caches._items) == 5
+
+
+def test_a_split_beyond_the_budget_is_not_kept_and_still_gives_its_cache() -> None:
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    caches, split = engine.TextCaches(max_bytes=1000), _split()
+    batch = next(model.batches(split, 4))
+    for _ in range(2):
+        cache = caches.batch_cache(model, split, batch)
+        torch.testing.assert_close(model(batch, cache), model(batch), rtol=0, atol=0)
+    assert caches.nbytes == 0 and caches.computed == 8
+    assert caches.report()["not_kept"] == 1
+
+
+def test_encoders_and_full_layouts_get_no_batch_cache() -> None:
+    config = prompting.PromptConfig(length=2, max_text_tokens=8)
+    for model in (
+        prompting.SoftPromptModel(models.tiny_backbone("roberta"), config),
+        prompting.SoftPromptModel(models.tiny_backbone("llama"), config, prefix_cache=False),
+    ):
+        batch = next(model.batches(_split(), 4))
+        assert engine.TextCaches().batch_cache(model, _split(), batch) is None
+
+
+def test_dropout_is_detected_so_training_recomputes_text_where_it_would_differ() -> None:
+    assert engine.active_dropout(models.tiny_backbone("gpt2").model)
+    assert not engine.active_dropout(models.tiny_backbone("llama").model)
+    tiny = models.tiny_backbone("gpt2")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    caches = engine.TextCaches()
+    train = prompting.TrainConfig(batch_size=3, max_steps=4, eval_every=4, mode="train")
+    prompting.train_prompt(model, _split(), _split(4), train, 0, False, caches)
+    assert not any(key[-1] == "examples" for key in caches._items)  # dev batches only
