@@ -197,17 +197,19 @@ def active_dropout(module: nn.Module) -> bool:
 class _Examples:
     """One split's per-example text states: per layer, every example's keys and values
     laid end to end (``[tokens, heads, head_dim]``), filled the first time a batch needs
-    them."""
+    them. The tensors are allocated for the whole split but only filled rows take
+    memory; ``nbytes`` counts those."""
 
     offsets: Int[Tensor, " n"]
     lengths: Int[Tensor, " n"]
     done: Tensor
     keys: list[Tensor]
     values: list[Tensor]
+    token_bytes: int
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.keys + self.values)
+        return int(self.lengths[self.done].sum()) * self.token_bytes
 
 
 class TextCaches:
@@ -224,10 +226,11 @@ class TextCaches:
       every trial keeps its own random batches and data order.
 
     They cost memory (about 46 KB per text token for SmolLM2-135M in float32): the least
-    recently used entry is dropped first and recomputed if it is needed again; a split
-    whose training states alone exceed the budget is not kept, and its training batches
-    compute their text at every step, as without a cache. ``computed`` and ``reused``
-    count the texts run and the texts served from the cache.
+    recently used entry is dropped first and recomputed if it is needed again. Once the
+    budget holds nothing else, a split's training examples that do not fit any more are
+    not stored: their batches run their text at every step, as without a cache.
+    ``computed`` and ``reused`` count the texts run and the texts served from the cache;
+    `report` gives them with the bytes held.
     """
 
     def __init__(self, max_bytes: int = 4 << 30) -> None:
@@ -236,7 +239,7 @@ class TextCaches:
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[object, ...], object] = OrderedDict()
         self._sizes: dict[tuple[object, ...], int] = {}
-        self._too_large: set[tuple[object, ...]] = set()
+        self._full: set[tuple[object, ...]] = set()
         self.computed = 0
         self.reused = 0
 
@@ -251,7 +254,7 @@ class TextCaches:
             "max_gb": self.max_bytes / 2**30,
             "held_gb": self.nbytes / 2**30,
             "entries": len(self._items),
-            "not_kept": len(self._too_large),
+            "splits_beyond_budget": len(self._full),
             "texts_computed": self.computed,
             "texts_reused": self.reused,
         }
@@ -282,15 +285,10 @@ class TextCaches:
             *rest,
         )
 
-    def _keep(self, key: tuple[object, ...], entry: object, size: int) -> bool:
-        """Keep an entry, dropping the least recently used ones; False if it cannot fit."""
-        if size > self.max_bytes:
-            return False
-        while self._items and self.nbytes + size > self.max_bytes:
-            oldest, _ = self._items.popitem(last=False)
-            del self._sizes[oldest]
-        self._items[key], self._sizes[key] = entry, size
-        return True
+    def _keep(self, key: tuple[object, ...], entry: object, size: int) -> None:
+        """Keep an entry, dropping the least recently used ones; not if it cannot fit."""
+        if self._make_room(key, size):
+            self._items[key], self._sizes[key] = entry, size
 
     def batches(
         self, model: SoftPromptModel, data: Dataset, batch_size: int
@@ -316,62 +314,73 @@ class TextCaches:
         """Return the text cache of a batch of ``data`` (its ``rows``), built from each
         example's stored states; run only the examples not seen before.
 
-        A split whose states do not fit the budget has each batch's text run anew.
-        Returns None (the caller runs the full layout) for an encoder or a model without
+        Once the budget is full (after dropping the least recently used other entries),
+        new examples are no longer stored: their batches run their text anew. Returns
+        None (the caller runs the full layout) for an encoder or a model without
         ``prefix_cache``.
         """
         if not model.prefix_cache or batch.rows is None:
             return None
         key = self._key(model, data, "examples")
-        if key in self._too_large:
-            self.computed += len(batch.rows)
-            return model.text_cache(batch)
-        examples = self._items.get(key)
         rows, lengths = batch.rows, batch.lengths
+        examples = self._items.get(key)
         if examples is None:
             cache = model.text_cache(batch)
             self.computed += len(rows)
-            examples = self._allocate(key, model, data, cache)
-            if examples is None:
-                return cache
-            self._store(examples, rows, lengths, cache)
+            self._store(key, self._allocate(model, data, cache), rows, lengths, cache)
             return cache
         assert isinstance(examples, _Examples)
         self._items.move_to_end(key)
         missing = ~examples.done[rows]
         if bool(missing.any()):
+            needed = int(lengths[missing].sum()) * examples.token_bytes
+            if not self._make_room(key, needed):
+                self._full.add(key)
+                self.computed += len(rows)
+                return model.text_cache(batch)
             width = int(lengths[missing].max())
             fresh = model.text_cache(_subset(batch, missing, width))
-            self._store(examples, rows[missing], lengths[missing], fresh)
+            self._store(key, examples, rows[missing], lengths[missing], fresh)
             self.computed += int(missing.sum())
         self.reused += int((~missing).sum())
         return self._gather(examples, rows, batch.input_ids.shape[1])
 
-    def _allocate(
-        self, key: tuple[object, ...], model: SoftPromptModel, data: Dataset, cache: DynamicCache
-    ) -> _Examples | None:
+    def _make_room(self, key: tuple[object, ...], needed: int) -> bool:
+        """Drop the least recently used other entries until ``needed`` more bytes fit."""
+        others = [k for k in self._items if k != key]
+        while others and self.nbytes + needed > self.max_bytes:
+            oldest = others.pop(0)
+            del self._items[oldest], self._sizes[oldest]
+        return self.nbytes + needed <= self.max_bytes
+
+    @staticmethod
+    def _allocate(model: SoftPromptModel, data: Dataset, cache: DynamicCache) -> _Examples:
         lengths = torch.as_tensor(model.text_lengths(data))
-        offsets = torch.cumsum(lengths, 0) - lengths
         tokens = int(lengths.sum())
-        shapes = [
-            (layer.keys.shape[1], layer.keys.shape[3], layer.keys.dtype) for layer in cache.layers
-        ]
-        size = sum(2 * tokens * h * d * torch.finfo(t).bits // 8 for h, d, t in shapes)
-        if size > self.max_bytes:
-            self._too_large.add(key)
-            return None
-        examples = _Examples(
-            offsets=offsets,
+        shapes = [(lay.keys.shape[1], lay.keys.shape[3], lay.keys.dtype) for lay in cache.layers]
+        return _Examples(
+            offsets=torch.cumsum(lengths, 0) - lengths,
             lengths=lengths,
             done=torch.zeros(len(lengths), dtype=torch.bool),
             keys=[torch.empty(tokens, h, d, dtype=t) for h, d, t in shapes],
             values=[torch.empty(tokens, h, d, dtype=t) for h, d, t in shapes],
+            token_bytes=sum(2 * h * d * torch.finfo(t).bits // 8 for h, d, t in shapes),
         )
-        self._keep(key, examples, size)
-        return examples
 
-    @staticmethod
-    def _store(examples: _Examples, rows: Tensor, lengths: Tensor, cache: DynamicCache) -> None:
+    def _store(
+        self,
+        key: tuple[object, ...],
+        examples: _Examples,
+        rows: Tensor,
+        lengths: Tensor,
+        cache: DynamicCache,
+    ) -> None:
+        """Copy a batch's text states into the split's entry, if the budget has room."""
+        if key not in self._items:
+            if not self._make_room(key, int(lengths.sum()) * examples.token_bytes):
+                self._full.add(key)
+                return
+            self._items[key], self._sizes[key] = examples, 0
         for i, (row, length) in enumerate(zip(rows.tolist(), lengths.tolist(), strict=True)):
             if int(examples.lengths[row]) != length:
                 raise ValueError(
@@ -385,6 +394,7 @@ class TextCaches:
                 keys[start : start + length] = layer.keys[i, :, :length].transpose(0, 1)
                 values[start : start + length] = layer.values[i, :, :length].transpose(0, 1)
             examples.done[row] = True
+        self._sizes[key] = examples.nbytes
 
     @staticmethod
     def _gather(examples: _Examples, rows: Tensor, width: int) -> DynamicCache:

@@ -118,16 +118,25 @@ def test_the_cache_is_recomputed_when_anything_it_depends_on_changes() -> None:
     assert len(caches._items) == 5
 
 
-def test_a_split_beyond_the_budget_is_not_kept_and_still_gives_its_cache() -> None:
+def test_examples_beyond_the_budget_are_not_kept_and_still_get_their_cache() -> None:
     tiny = models.tiny_backbone("llama")
     model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
-    caches, split = engine.TextCaches(max_bytes=1000), _split()
-    batch = next(model.batches(split, 4))
-    for _ in range(2):
+    split = _split()
+    probe = engine.TextCaches()
+    first = next(model.batches(split, 4))
+    probe.batch_cache(model, split, first)
+    # Room for the first batch's texts and not many more.
+    caches = engine.TextCaches(max_bytes=int(1.2 * probe.nbytes))
+    for batch in [first, *model.batches(split, 4)]:
         cache = caches.batch_cache(model, split, batch)
-        torch.testing.assert_close(model(batch, cache), model(batch), rtol=0, atol=0)
-    assert caches.nbytes == 0 and caches.computed == 8
-    assert caches.report()["not_kept"] == 1
+        torch.testing.assert_close(model(batch, cache), model(batch), rtol=1e-5, atol=1e-6)
+        assert caches.nbytes <= caches.max_bytes
+    assert caches.report()["splits_beyond_budget"] == 1
+    assert caches.reused == 4 and caches.computed == 4 + 4 + 2  # batch 0 stored, 1-2 not
+    none = engine.TextCaches(max_bytes=0)
+    none.batch_cache(model, split, first)
+    none.batch_cache(model, split, first)
+    assert none.nbytes == 0 and none.computed == 8
 
 
 def test_encoders_and_full_layouts_get_no_batch_cache() -> None:
