@@ -10,6 +10,9 @@ alternately in one process:
   one epoch of ``--train-examples`` examples and ``--trials`` trials, every example's
   text runs once and is reused by the other trials, so the amortised step is
   ``cached step + fill per batch / trials``;
+- **trials together**: ``--trials`` trials trained with `prompting.train_prompts`, their
+  steps in one forward pass (time per trial-step), beside one trial through the same
+  function (``--pool`` training examples, texts cached, so both are steps on cached text);
 - **per-step text** (before the engine): the same, but the step runs its batch's text
   anew, without gradients;
 - **full sequence**: text and prompt in one pass with gradients (no text cache);
@@ -30,6 +33,7 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -87,7 +91,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--trials", type=int, default=3, help="trials sharing the texts")
-    parser.add_argument("--steps", type=int, default=6, help="steps per timed block")
+    parser.add_argument("--steps", type=int, default=8, help="steps per timed block")
+    parser.add_argument("--pool", type=int, default=200, help="examples trained on together")
     parser.add_argument("--repeats", type=int, default=3, help="alternating timed blocks")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -115,6 +120,20 @@ def main() -> None:
         for batch in batches:
             step(model, batch, optimizer, caches.batch_cache(model, task.train, batch))
 
+    pool = task.train.select(range(min(len(task.train), args.pool)))
+    tiny_dev = task.dev.select(range(1))
+    short = prompting.TrainConfig(
+        lr=1e-3, batch_size=args.batch_size, max_steps=args.steps, eval_every=10**6
+    )
+
+    def together(count: int) -> Callable[[], None]:
+        def run() -> None:
+            seeds = list(range(count))
+            models_ = [prompting.SoftPromptModel(backbone, model.config, s) for s in seeds]
+            prompting.train_prompts(models_, pool, tiny_dev, short, seeds, False, caches)
+
+        return run
+
     def per_step() -> None:
         for batch in batches:
             step(model, batch, optimizer)
@@ -134,19 +153,22 @@ def main() -> None:
     variants = {
         "text fill (no grad)": fill,
         "cached text": cached,
+        "cached, 1 trial (train)": together(1),
+        f"cached, {args.trials} together": together(args.trials),
         "per-step text": per_step,
         "full sequence": full_sequence,
         "official approach": official,
     }
     if backbone.kind == "encoder":
-        del variants["text fill (no grad)"], variants["cached text"]
+        variants = {k: v for k, v in variants.items() if "cached" not in k and "fill" not in k}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for repeat in range(args.repeats + 1):  # the first round warms up and fills the cache
         for name, run in variants.items():
             start = time.perf_counter()
             run()
             if repeat:
-                times[name].append((time.perf_counter() - start) / len(batches))
+                steps = args.steps * args.trials if "together" in name else len(batches)
+                times[name].append((time.perf_counter() - start) / steps)
     median = {name: statistics.median(values) for name, values in times.items()}
     tokens = np.mean([int(b.attention_mask.sum()) for b in batches])
     print(
@@ -156,8 +178,10 @@ def main() -> None:
     )
     if "cached text" in median:
         steps_per_epoch = -(-args.train_examples // args.batch_size)
-        amortised = median["cached text"] + median["text fill (no grad)"] / args.trials
-        median["cached text, amortised"] = amortised
+        fill_share = median["text fill (no grad)"] / args.trials
+        median["cached text, amortised"] = median["cached text"] + fill_share
+        joint = f"cached, {args.trials} together"
+        median[f"{joint}, amortised"] = median[joint] + fill_share
         print(
             f"amortised over one epoch of {args.train_examples} examples "
             f"({steps_per_epoch} steps) and {args.trials} trials: each text runs once"

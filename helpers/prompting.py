@@ -9,9 +9,10 @@ Paper: §2.1, eq. 1 (the label word's likelihood at the prediction position).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -450,13 +451,23 @@ class SoftPromptModel(nn.Module):
         return out.cache
 
     def prompt_hidden(
-        self, batch: PromptBatch, cache: DynamicCache | None = None
+        self,
+        batch: PromptBatch,
+        cache: DynamicCache | None = None,
+        suffix: Float[Tensor, "n prompt d"] | None = None,
     ) -> Float[Tensor, "n prompt d"]:
         """Return the final hidden states at the scored prompt positions.
 
         Decoders with ``prefix_cache`` run only the prompt positions on top of the text's
         cache (``cache`` if given, which is left as it was); otherwise the full layout runs.
+
+        Args:
+            suffix: the prompt positions' input embeddings, one row per example (e.g.
+                each its own trial's prompt); this model's prompt if None. Decoders
+                with ``prefix_cache`` only.
         """
+        if suffix is not None and not self.prefix_cache:
+            raise PromptError("a suffix per example needs a decoder with prefix_cache")
         if not self.prefix_cache:
             layout = self.layout(batch)
             hidden = self.backbone.model.base_model(
@@ -465,7 +476,7 @@ class SoftPromptModel(nn.Module):
             return hidden[torch.arange(len(batch.labels))[:, None], layout.prompt_positions]
         cache = self.text_cache(batch) if cache is None else cache
         n, k = len(batch.labels), self.n_scored
-        suffix = self._suffix().expand(n, -1, -1)
+        suffix = self._suffix().expand(n, -1, -1) if suffix is None else suffix
         attention = torch.cat([batch.attention_mask, torch.ones(n, k, dtype=torch.long)], dim=1)
         try:
             hidden = self.backbone.model.base_model(
@@ -663,81 +674,208 @@ def train_prompt(
         ValueError: an empty train or dev split.
         PromptError: other parameters than the trained ones require grad.
     """
+    return train_prompts([model], train, dev, config, [seed], progress, caches, parameters)[0]
+
+
+@dataclass
+class _Run:
+    """One trial's optimisation state while it trains beside others."""
+
+    model: SoftPromptModel
+    trained: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    batches: Iterator[PromptBatch]
+    best: tuple[float, int, list[Tensor]]
+    history: list[dict[str, float]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    since_best: int = 0
+
+
+def _epochs(
+    model: SoftPromptModel,
+    train: Dataset,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    lengths: np.ndarray,
+    labels: np.ndarray,
+) -> Iterator[PromptBatch]:
+    """Yield training batches epoch after epoch, each epoch in a new seeded order."""
+    while True:
+        order = bucketed_order(lengths, config.batch_size, rng, config.length_window, labels)
+        yield from model.batches(train, config.batch_size, order)
+
+
+def _joined(batches: Sequence[PromptBatch], pad_id: int) -> PromptBatch:
+    """Stack several batches of one split into one, right-padded to the longest text."""
+    width = max(b.input_ids.shape[1] for b in batches)
+
+    def pad(t: Tensor, value: int) -> Tensor:
+        return nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    rows = [b.rows for b in batches]
+    return PromptBatch(
+        torch.cat([pad(b.input_ids, pad_id) for b in batches]),
+        torch.cat([pad(b.attention_mask, 0) for b in batches]),
+        torch.cat([b.labels for b in batches]),
+        None if any(r is None for r in rows) else torch.cat(rows),  # type: ignore[arg-type]
+    )
+
+
+def _step_logits(
+    runs: Sequence[_Run],
+    batches: Sequence[PromptBatch],
+    train: Dataset,
+    texts: TextCaches | None,
+    full_layout: bool,
+) -> list[Tensor]:
+    """Each run's label logits on its batch. Decoders with a text cache run all the
+    runs' prompt positions in one forward pass: each example carries its own run's
+    prompt, and its attention never reaches another example, so each prompt's gradient
+    is its own run's."""
+    first = runs[0].model
+    if len(runs) == 1 or not first.prefix_cache or full_layout:
+        logits = []
+        for run, batch in zip(runs, batches, strict=True):
+            text = None if texts is None else texts.batch_cache(run.model, train, batch)
+            with without_prefix_cache(run.model) if full_layout else nullcontext():
+                logits.append(run.model(batch, text))
+        return logits
+    joint = _joined(batches, first.backbone.tokenizer.pad_token_id)
+    text = None if texts is None else texts.batch_cache(first, train, joint)
+    suffix = torch.cat(
+        [
+            r.model._suffix().expand(len(b.labels), -1, -1)
+            for r, b in zip(runs, batches, strict=True)
+        ]
+    )
+    hidden = first.prompt_hidden(joint, text, suffix)
+    joint_logits = first.backbone.head()(hidden[:, -1])[:, first.label_ids]
+    return list(joint_logits.split([len(b.labels) for b in batches]))
+
+
+def train_prompts(
+    models: Sequence[SoftPromptModel],
+    train: Dataset,
+    dev: Dataset,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    progress: bool = True,
+    caches: TextCaches | None = None,
+    parameters: Sequence[nn.Parameter] | None = None,
+) -> list[TrainResult]:
+    """Train several trials' prompts side by side, each as `train_prompt` would alone.
+
+    Every trial keeps its own seed (data order), optimiser, schedule, early stopping and
+    best prompt; on a decoder their steps share one forward pass over the prompt
+    positions, which keeps the matrix products larger (`bench/prompt_step.py`). A trial
+    that stops early leaves the others to go on.
+
+    Args:
+        models: prompt models of one backbone and one prompt layout.
+        seeds: one per model.
+        parameters: as in `train_prompt`; only with a single model.
+
+    Raises:
+        ValueError: an empty split, or models and seeds that do not pair up.
+        PromptError: other parameters than the trained ones require grad, or the models
+            do not share one backbone and layout.
+    """
     if len(train) == 0 or len(dev) == 0:
         raise ValueError(f"cannot train on an empty split (train {len(train)}, dev {len(dev)})")
-    trained = [model.prompt] if parameters is None else list(parameters)
-    ids = {id(p) for p in trained}
-    everything = [model.prompt, *model.backbone.model.parameters()]
+    if len(models) != len(seeds) or not models:
+        raise ValueError(f"need one seed per model, got {len(models)} models, {len(seeds)} seeds")
+    if parameters is not None and len(models) > 1:
+        raise ValueError("backbone parameters can be trained for one model at a time")
+    first = models[0]
+    if any(m.backbone is not first.backbone or m.config != first.config for m in models):
+        raise PromptError("prompts trained together need one backbone and one prompt config")
+    trained_sets = [[m.prompt] for m in models] if parameters is None else [list(parameters)]
+    ids = {id(p) for trained in trained_sets for p in trained}
+    everything = [*(m.prompt for m in models), *first.backbone.model.parameters()]
     stray = [p for p in everything if p.requires_grad and id(p) not in ids]
     if parameters is None and stray:
         raise PromptError(
             f"{len(stray)} backbone parameters require grad; the backbone must be frozen"
         )
-    if stray or not all(p.requires_grad for p in trained):
+    if stray or not all(p.requires_grad for t in trained_sets for p in t):
         raise PromptError("the trained parameters must be exactly those that require grad")
-    if parameters is not None:
+    # Trained backbone weights change the text's keys and values: no text cache then.
+    full_layout = parameters is not None
+    if full_layout:
         caches = None
     # A cached text carries no fresh dropout mask per step, so training reuses it only
     # where the per-step text would be the same.
-    exact = config.mode == "eval" or not active_dropout(model.backbone.model)
-    train_texts = caches if exact else None
+    exact = config.mode == "eval" or not active_dropout(first.backbone.model)
+    texts = caches if exact else None
     eval_dev = dev if config.dev_size is None else dev.select(range(min(config.dev_size, len(dev))))
-    optimizer = torch.optim.Adam(trained, lr=config.lr, betas=config.betas, eps=config.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
-    rng = np.random.default_rng(seed)
-
-    def snapshot() -> list[Tensor]:
-        return [p.detach().clone() for p in trained]
-
-    best = (-1.0, 0, snapshot())
-    history: list[dict[str, float]] = []
-    losses: list[float] = []
-    since_best, step = 0, 0
-    lengths, labels = model.text_lengths(train), np.asarray(list(train["label"]))
+    lengths, labels = first.text_lengths(train), np.asarray(list(train["label"]))
+    runs = []
+    for model, trained, seed in zip(models, trained_sets, seeds, strict=False):
+        optimizer = torch.optim.Adam(trained, lr=config.lr, betas=config.betas, eps=config.eps)
+        rng = np.random.default_rng(seed)
+        runs.append(
+            _Run(
+                model,
+                trained,
+                optimizer,
+                torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config)),
+                _epochs(model, train, config, rng, lengths, labels),
+                (-1.0, 0, [p.detach().clone() for p in trained]),
+            )
+        )
+    active, step = list(runs), 0
     bar = tqdm(total=config.max_steps, disable=not progress, desc="tuning", leave=False)
-    # Trained backbone weights change the text's keys and values: no text cache then.
-    layout = without_prefix_cache if parameters is not None else nullcontext
     try:
-        while step < config.max_steps and since_best < config.patience:
-            order = bucketed_order(lengths, config.batch_size, rng, config.length_window, labels)
-            for batch in model.batches(train, config.batch_size, order):
-                model.backbone.model.train(config.mode == "train")
-                text = None if train_texts is None else train_texts.batch_cache(model, train, batch)
-                with layout(model):
-                    loss = nn.functional.cross_entropy(model(batch, text), batch.labels)
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(trained, config.clip_norm)
-                optimizer.step()
-                scheduler.step()
-                model.backbone.model.eval()
-                losses.append(float(loss.detach()))
-                step += 1
-                bar.update()
-                if step % config.eval_every == 0 or step == config.max_steps:
-                    accuracy = model.evaluate(eval_dev, config.eval_batch_size, caches=caches)
-                    history.append(
-                        {
-                            "step": step,
-                            "loss": float(np.mean(losses)),
-                            "dev_accuracy": accuracy.accuracy,
-                        }
+        while active and step < config.max_steps:
+            batches = [next(run.batches) for run in active]
+            first.backbone.model.train(config.mode == "train")
+            logits = _step_logits(active, batches, train, texts, full_layout)
+            losses = [
+                nn.functional.cross_entropy(out, batch.labels)
+                for out, batch in zip(logits, batches, strict=True)
+            ]
+            for run in active:
+                run.optimizer.zero_grad()
+            torch.stack(losses).sum().backward()
+            for run, loss in zip(active, losses, strict=True):
+                nn.utils.clip_grad_norm_(run.trained, config.clip_norm)
+                run.optimizer.step()
+                run.scheduler.step()
+                run.losses.append(float(loss.detach()))
+            first.backbone.model.eval()
+            step += 1
+            bar.update()
+            if step % config.eval_every == 0 or step == config.max_steps:
+                for run in active:
+                    accuracy = run.model.evaluate(eval_dev, config.eval_batch_size, caches=caches)
+                    loss = float(np.mean(run.losses))
+                    run.history.append(
+                        {"step": step, "loss": loss, "dev_accuracy": accuracy.accuracy}
                     )
-                    bar.set_postfix(loss=f"{np.mean(losses):.3f}", dev=f"{accuracy.accuracy:.3f}")
-                    losses = []
+                    run.losses = []
                     # A tie counts as an improvement, as in the official code.
-                    if accuracy.accuracy >= best[0]:
-                        best, since_best = (accuracy.accuracy, step, snapshot()), 0
+                    if accuracy.accuracy >= run.best[0]:
+                        run.best = (
+                            accuracy.accuracy,
+                            step,
+                            [p.detach().clone() for p in run.trained],
+                        )
+                        run.since_best = 0
                     else:
-                        since_best += 1
-                if step >= config.max_steps or since_best >= config.patience:
-                    break
+                        run.since_best += 1
+                bar.set_postfix(dev=f"{max(r.best[0] for r in active):.3f}")
+                active = [run for run in active if run.since_best < config.patience]
     finally:
         bar.close()
-    with torch.no_grad():
-        for parameter, value in zip(trained, best[2], strict=True):
-            parameter.copy_(value)
-    return TrainResult(model.prompt.detach().clone(), best[1], best[0], history)
+    results = []
+    for run in runs:
+        with torch.no_grad():
+            for parameter, value in zip(run.trained, run.best[2], strict=True):
+                parameter.copy_(value)
+        prompt = run.model.prompt.detach().clone()
+        results.append(TrainResult(prompt, run.best[1], run.best[0], run.history))
+    return results
 
 
 # ----------------------------------------------------------------------------------
@@ -777,6 +915,62 @@ def _trial_config(
     }
 
 
+def _trial_key(
+    backbone: Backbone,
+    task: TaskData,
+    prompt: PromptConfig,
+    train: TrainConfig,
+    seed: int,
+    start: Artefact | None,
+) -> tuple[dict[str, object], list[str]]:
+    """A trial's config and upstream keys, as its ``prompts`` artefact is keyed."""
+    config = _trial_config(backbone, task, prompt, train, seed)
+    upstream = [task.key]
+    if start is not None:
+        started = start.json("config")
+        if started["d_model"] != config["d_model"] or started["prompt"]["length"] != prompt.length:
+            raise PromptError(
+                f"cannot start from prompt {start.key}: it has {started['prompt']['length']} "
+                f"vectors of size {started['d_model']}, this trial needs {prompt.length} of "
+                f"size {config['d_model']}"
+            )
+        config["start"] = start.key
+        upstream.append(start.key)
+    return config, upstream
+
+
+def _trial_model(
+    backbone: Backbone, task: TaskData, prompt: PromptConfig, seed: int, start: Artefact | None
+) -> tuple[SoftPromptModel, int]:
+    """A trial's prompt model, initialised from its seed or from ``start``."""
+    trial_seed = stable_seed("trial", task.spec.name, seed)
+    model = SoftPromptModel(backbone, prompt, seed=trial_seed)
+    if start is not None:
+        with torch.no_grad():
+            model.prompt.copy_(start.tensors()["prompt"])
+    return model, trial_seed
+
+
+def _trial_outputs(
+    model: SoftPromptModel,
+    result: TrainResult,
+    task: TaskData,
+    train: TrainConfig,
+    config: dict[str, object],
+    caches: TextCaches | None,
+) -> tuple[dict[str, Tensor], dict[str, object]]:
+    """A trained trial's artefact contents: its prompt, config, curve and test metrics."""
+    test = model.evaluate(task.test, train.eval_batch_size, caches=caches)
+    metrics = {
+        "best_step": result.best_step,
+        "dev_accuracy": result.best_dev,
+        "test_accuracy": test.accuracy,
+        "test_balanced_accuracy": test.balanced_accuracy,
+    }
+    payloads = {"config": config, "history": result.history, "metrics": metrics}
+    return {"prompt": result.prompt}, payloads
+
+
 def run_trial(
     backbone: Backbone,
     task: TaskData,
@@ -800,38 +994,12 @@ def run_trial(
     Raises:
         PromptError: ``start`` has another embedding size or length.
     """
-    config = _trial_config(backbone, task, prompt, train, seed)
-    upstream = [task.key]
-    if start is not None:
-        started = start.json("config")
-        if started["d_model"] != config["d_model"] or started["prompt"]["length"] != prompt.length:
-            raise PromptError(
-                f"cannot start from prompt {start.key}: it has {started['prompt']['length']} "
-                f"vectors of size {started['d_model']}, this trial needs {prompt.length} of "
-                f"size {config['d_model']}"
-            )
-        config["start"] = start.key
-        upstream.append(start.key)
+    config, upstream = _trial_key(backbone, task, prompt, train, seed, start)
 
     def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
-        trial_seed = stable_seed("trial", task.spec.name, seed)
-        model = SoftPromptModel(backbone, prompt, seed=trial_seed)
-        if start is not None:
-            with torch.no_grad():
-                model.prompt.copy_(start.tensors()["prompt"])
+        model, trial_seed = _trial_model(backbone, task, prompt, seed, start)
         result = train_prompt(model, task.train, task.dev, train, trial_seed, progress, caches)
-        test = model.evaluate(task.test, train.eval_batch_size, caches=caches)
-        metrics = {
-            "best_step": result.best_step,
-            "dev_accuracy": result.best_dev,
-            "test_accuracy": test.accuracy,
-            "test_balanced_accuracy": test.balanced_accuracy,
-        }
-        return {"prompt": result.prompt}, {
-            "config": config,
-            "history": result.history,
-            "metrics": metrics,
-        }
+        return _trial_outputs(model, result, task, train, config, caches)
 
     return store.cached("prompts", config, compute, upstream=upstream)
 
@@ -845,15 +1013,40 @@ def run_trials(
     store: ArtefactStore,
     progress: bool = True,
     caches: TextCaches | None = None,
+    joint_trials: int = 1,
 ) -> list[Artefact]:
     """Run (or load) one trial per seed, sharing the texts' caches (train, dev and test).
 
     Args:
         caches: where the texts are kept; a fresh `engine.TextCaches` with its default
             budget if None (and ``train.reuse_text_cache``).
+        joint_trials: trials not yet stored are trained this many at a time with
+            `train_prompts` (one forward pass for their steps); each gives the prompt it
+            would give alone, up to rounding, and is stored as its own artefact.
     """
+    if joint_trials < 1:
+        raise ValueError(f"joint_trials must be >= 1, got {joint_trials}")
     if caches is None and train.reuse_text_cache:
         caches = TextCaches()
+    keys = {s: _trial_key(backbone, task, prompt, train, s, None) for s in seeds}
+    pending = [
+        s
+        for s in dict.fromkeys(seeds)
+        if store.find("prompts", store.key("prompts", *keys[s])) is None
+    ]
+    for start in range(0, len(pending) if joint_trials > 1 else 0, joint_trials):
+        group = pending[start : start + joint_trials]
+        begun = time.perf_counter()
+        built = [_trial_model(backbone, task, prompt, s, None) for s in group]
+        models = [model for model, _ in built]
+        results = train_prompts(
+            models, task.train, task.dev, train, [s for _, s in built], progress, caches
+        )
+        seconds = (time.perf_counter() - begun) / len(group)
+        for seed, model, result in zip(group, models, results, strict=True):
+            config, upstream = keys[seed]
+            tensors, payloads = _trial_outputs(model, result, task, train, config, caches)
+            store.save("prompts", config, upstream, tensors, payloads, seconds)
     return [run_trial(backbone, task, prompt, train, s, store, progress, caches) for s in seeds]
 
 

@@ -158,3 +158,69 @@ def test_dropout_is_detected_so_training_recomputes_text_where_it_would_differ()
     train = prompting.TrainConfig(batch_size=3, max_steps=4, eval_every=4, mode="train")
     prompting.train_prompt(model, _split(), _split(4), train, 0, False, caches)
     assert not any(key[-1] == "examples" for key in caches._items)  # dev batches only
+
+
+def _falling_dev(model: prompting.SoftPromptModel, first: int) -> None:
+    """Make a model's dev accuracy fall after ``first`` evaluations, so it stops early."""
+    calls = iter(range(10**6))
+    evaluate = model.evaluate
+
+    def falling(split, *args, **kwargs):  # noqa: ANN001, ANN202
+        result = evaluate(split, *args, **kwargs)
+        wrong = result.labels if next(calls) < first else 1 - result.labels
+        return prompting.Evaluation(result.labels, wrong)
+
+    model.evaluate = falling  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_trials_trained_together_give_each_the_prompt_it_gets_alone(model_type: str) -> None:
+    tiny = _double(model_type)
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    train = prompting.TrainConfig(
+        lr=0.2, batch_size=3, max_steps=9, eval_every=1, patience=2, mode="eval"
+    )
+    seeds, stops = [3, 4, 5], [2, 9, 4]  # the first trial stops early, the others go on
+    together = [prompting.SoftPromptModel(tiny, config, seed=s) for s in seeds]
+    for model, first in zip(together, stops, strict=True):
+        _falling_dev(model, first)
+    caches = engine.TextCaches()
+    joint = prompting.train_prompts(together, _split(), _split(4), train, seeds, False, caches)
+    for seed, first, result in zip(seeds, stops, joint, strict=True):
+        alone = prompting.SoftPromptModel(tiny, config, seed=seed)
+        _falling_dev(alone, first)
+        single = prompting.train_prompt(alone, _split(), _split(4), train, seed, False)
+        torch.testing.assert_close(result.prompt, single.prompt, rtol=1e-9, atol=1e-12)
+        assert (result.best_step, result.best_dev) == (single.best_step, single.best_dev)
+        assert [h["step"] for h in result.history] == [h["step"] for h in single.history]
+        assert [h["loss"] for h in result.history] == pytest.approx(
+            [h["loss"] for h in single.history], rel=1e-9
+        )
+    assert [len(r.history) for r in joint] == [4, 9, 6]
+    assert [r.best_step for r in joint] == [2, 9, 4]
+
+
+def test_run_trials_together_stores_what_one_at_a_time_stores(store, tmp_path) -> None:
+    from helpers.store import ArtefactStore
+
+    tiny = _double("llama")
+    task = data.TaskData(data.task_spec("rotten_tomatoes"), _split(), _split(4), _split(6), "k")
+    config = prompting.PromptConfig(length=3, max_text_tokens=8)
+    train = prompting.TrainConfig(lr=0.1, batch_size=3, max_steps=4, eval_every=2)
+    apart = prompting.run_trials(tiny, task, config, train, [0, 1, 2], store, False)
+    other = ArtefactStore(tmp_path / "other")
+    together = prompting.run_trials(tiny, task, config, train, [0, 1, 2], other, False, None, 2)
+    for a, b in zip(apart, together, strict=True):
+        assert a.key == b.key
+        torch.testing.assert_close(
+            a.tensors()["prompt"], b.tensors()["prompt"], rtol=1e-9, atol=1e-12
+        )
+        assert a.json("metrics") == b.json("metrics")
+    with pytest.raises(ValueError, match="joint_trials must be >= 1"):
+        prompting.run_trials(tiny, task, config, train, [0], store, False, None, 0)
+    with pytest.raises(prompting.PromptError, match="one backbone and one prompt config"):
+        models_ = [
+            prompting.SoftPromptModel(tiny, config),
+            prompting.SoftPromptModel(tiny, replace(config, length=2)),
+        ]
+        prompting.train_prompts(models_, _split(), _split(4), train, [0, 1], False)
