@@ -2,8 +2,8 @@
 
 On a decoder the text comes before the soft prompt and never attends to it, and the
 backbone is frozen, so a text's keys and values are the same for every prompt, trial,
-training step, epoch and perturbed condition that leaves the text alone (`design` of
-the book: chapter 01). This module keeps them and runs everything else on top:
+training step, epoch and perturbed condition that leaves the text alone (chapter 01
+shows the layout). This module keeps them and runs everything else on top:
 
 - `TextCaches` holds, under one memory budget, a split's evaluation batches (shortest
   texts first) with their text caches, and each training example's own text states,
