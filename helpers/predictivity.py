@@ -70,15 +70,35 @@ def position_mask(
 def predictivity(
     accuracies: Float[Tensor, "trial layer prompt ffn"],
     mask: Bool[Tensor, " prompt"] | None = None,
+    examples: int | None = None,
 ) -> Float[Tensor, "layer ffn"]:
     """Return Pred(N): the mean over trials of the max over prompt positions of eq. 5.
 
+    With ``examples`` (the size of the split the accuracies were counted on), the
+    accuracies are turned back into the integer counts they came from and Pred(N) is
+    computed from those counts exactly (in float64). Neurons with the same counts then tie
+    exactly; in float32, ``1 - acc`` and a mean over trials round differently for the same
+    counts (27 of the 301 values of k/300), which orders tied neurons at random.
+
     Paper: eq. 6; official code ``finfo`` (mean of per-trial maxima of |acc - 0.5|).
+
+    Raises:
+        ValueError: ``examples`` is not positive, or an accuracy is not a count out of it.
     """
-    scores = token_predictivity(accuracies)
+    if examples is None:
+        scores = token_predictivity(accuracies)
+        if mask is not None:
+            scores = scores[:, :, mask]
+        return scores.max(dim=2).values.mean(dim=0)
+    if examples <= 0:
+        raise ValueError(f"examples must be positive, got {examples}")
+    counts = torch.round(accuracies.double() * examples)
+    if float((counts - accuracies.double() * examples).abs().max()) > 1e-3:
+        raise ValueError(f"the accuracies are not counts out of examples={examples}")
+    best = torch.maximum(counts, examples - counts).long()
     if mask is not None:
-        scores = scores[:, :, mask]
-    return scores.max(dim=2).values.mean(dim=0)
+        best = best[:, :, mask]
+    return best.max(dim=2).values.sum(dim=0).double() / (examples * len(accuracies))
 
 
 def share(fraction: float, n: int) -> int:
@@ -97,7 +117,8 @@ def select(
     """Mark the skill neurons: the highest-scoring ones, per layer or over the whole model.
 
     Give either ``fraction`` (of the neurons in each layer, or of all neurons) or
-    ``count`` (per layer, or in total). Ties are broken by position, deterministically.
+    ``count`` (per layer, or in total). Ties are broken by position: of neurons with the
+    same score, the one with the lower index (layer first under ``global``) is chosen.
 
     Paper: §3.1 ("sort all the neurons"); official code: ``int(p * 3072)`` per layer.
     """
@@ -108,7 +129,7 @@ def select(
         k = count if count is not None else share(fraction, width)  # type: ignore[arg-type]
         if not 0 <= k <= width:
             raise ValueError(f"cannot select {k} of {width} neurons per layer")
-        top = torch.topk(scores, k, dim=1, sorted=False).indices
+        top = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
         mask = torch.zeros_like(scores, dtype=torch.bool)
         mask.scatter_(1, top, True)
         return mask
@@ -117,7 +138,7 @@ def select(
         if not 0 <= k <= scores.numel():
             raise ValueError(f"cannot select {k} of {scores.numel()} neurons")
         flat = torch.zeros(scores.numel(), dtype=torch.bool)
-        flat[torch.topk(scores.flatten(), k, sorted=False).indices] = True
+        flat[scores.flatten().argsort(descending=True, stable=True)[:k]] = True
         return flat.reshape(n_layers, width)
     raise ValueError(f"unknown selection {how!r}; use 'per_layer' or 'global'")
 
@@ -240,6 +261,7 @@ def probe(
         "prompt": identity,
         "task": task.spec.name,
         "subtasks": "views of the baseline rows",
+        "dev_examples": "stored",
     }
     n_classes = task.spec.n_classes
 
@@ -271,7 +293,8 @@ def probe(
                 tensors[f"{view}/test"] = test[view][0]
             if null is not None:
                 tensors[f"{view}/null_top"] = token_predictivity(null).flatten(1).max(dim=1).values
-        return tensors, {"views": list(dev_views)}
+        examples = {view: len(rows) for view, (rows, _) in dev_views.items()}
+        return tensors, {"views": list(dev_views), "dev_examples": examples}
 
     return store.cached("neurons", settings, compute, upstream)
 
@@ -286,11 +309,22 @@ def views(artefact: Artefact) -> list[str]:
     return list(artefact.json("views"))
 
 
+def dev_predictivity(
+    artefacts: Sequence[Artefact], view: str, mask: Bool[Tensor, " prompt"] | None = None
+) -> Float[Tensor, "layer ffn"]:
+    """Return Pred(N) on dev of one binary (sub)task over the probes' trials, computed
+    exactly from the dev counts (`predictivity` with ``examples``)."""
+    examples = {int(artefact.json("dev_examples")[view]) for artefact in artefacts}
+    if len(examples) != 1:
+        raise ValueError(f"the probes counted {view!r} on dev splits of sizes {sorted(examples)}")
+    return predictivity(stacked(artefacts, f"{view}/dev"), mask, examples.pop())
+
+
 def task_predictivity(
     artefacts: Sequence[Artefact], mask: Bool[Tensor, " prompt"] | None = None
 ) -> dict[str, Float[Tensor, "layer ffn"]]:
     """Return Pred(N) on dev per binary (sub)task, from one probe per trial."""
-    return {v: predictivity(stacked(artefacts, f"{v}/dev"), mask) for v in views(artefacts[0])}
+    return {v: dev_predictivity(artefacts, v, mask) for v in views(artefacts[0])}
 
 
 def skill_neurons(
@@ -324,7 +358,7 @@ def top_neuron(
     dev = stacked(artefacts, f"{view}/dev")
     test = stacked(artefacts, f"{view}/test")
     keep = torch.ones(dev.shape[2], dtype=torch.bool) if mask is None else mask
-    layer, neuron, score = ranking(predictivity(dev, keep))[0]
+    layer, neuron, score = ranking(dev_predictivity(artefacts, view, keep))[0]
     rows = []
     for trial in range(dev.shape[0]):
         dev_acc = dev[trial, layer, :, neuron].masked_fill(~keep, 0.5)
@@ -361,9 +395,9 @@ def stability(
 
     Not in the paper: how reproducible a skill-neuron set is from one prompt to the next.
     """
-    dev = stacked(artefacts, f"{view}/dev")
     sets = [
-        select(predictivity(dev[t : t + 1], mask), count=count, how=how) for t in range(len(dev))
+        select(dev_predictivity([artefact], view, mask), count=count, how=how)
+        for artefact in artefacts
     ]
     pairs = [(i, j) for i in range(len(sets)) for j in range(i + 1, len(sets))]
     if not pairs:

@@ -25,7 +25,7 @@ from torch import Tensor
 from helpers import data
 from helpers.data import verbalizer_ids
 from helpers.models import Backbone
-from helpers.predictivity import neuron_values, predictivity, stacked
+from helpers.predictivity import dev_predictivity, neuron_values
 from helpers.prompting import PromptError, SoftPromptModel
 from helpers.store import Artefact
 
@@ -34,8 +34,7 @@ def trial_predictivity(
     artefacts: Sequence[Artefact], view: str, mask: Bool[Tensor, " prompt"] | None = None
 ) -> Float[Tensor, "trial layer ffn"]:
     """Return each trial's own Pred(N) on dev (eq. 6 with a single trial), one per probe."""
-    dev = stacked(artefacts, f"{view}/dev")
-    return torch.stack([predictivity(dev[t : t + 1], mask) for t in range(len(dev))])
+    return torch.stack([dev_predictivity([artefact], view, mask) for artefact in artefacts])
 
 
 def spearman(a: Float[Tensor, "... n"], b: Float[Tensor, "... n"]) -> Float[Tensor, ...]:

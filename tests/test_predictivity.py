@@ -153,12 +153,41 @@ def test_top_neuron_is_oriented_on_dev() -> None:
         def tensors(self):
             return self._t
 
+        def json(self, name):
+            return {"dev_examples": {"binary": 10}}[name]
+
     dev = torch.full((1, 2, 3), 0.5)  # [layer, prompt, ffn]
     test = torch.full((1, 2, 3), 0.5)
     dev[0, 1, 2], test[0, 1, 2] = 0.1, 0.2  # inhibitory on dev: predicts the other class
     rows = predictivity.top_neuron([Fake(dev, test)], "binary")
     assert (rows[0]["layer"], rows[0]["neuron"], rows[0]["position"]) == (0, 2, 1)
     assert rows[0]["test_accuracy"] == pytest.approx(0.8)
+
+
+def test_predictivity_from_counts_ties_exactly() -> None:
+    # Two neurons whose trials have the same counts out of 300 in another order (and one
+    # reliably below its baseline): their Pred(N) must be equal, not one float ulp apart.
+    counts = torch.tensor([[27.0, 273.0, 150.0], [150.0, 27.0, 273.0], [273.0, 150.0, 27.0]])
+    acc = (counts.T.double() / 300).float()[:, None, None, :]  # [trial, layer, prompt, ffn]
+    exact = predictivity.predictivity(acc, examples=300)
+    assert exact.dtype == torch.float64
+    assert exact[0, 0] == exact[0, 1] == exact[0, 2] == (273 + 273 + 150) / 900
+    with pytest.raises(ValueError, match="not counts out of examples=7"):
+        predictivity.predictivity(acc, examples=7)
+    with pytest.raises(ValueError, match="must be positive"):
+        predictivity.predictivity(acc, examples=0)
+
+
+def test_select_breaks_ties_by_index() -> None:
+    # A plateau of equal scores across the boundary: the lowest indices are chosen, in
+    # every layer and over the whole model (torch.topk picks among ties at random).
+    scores = torch.zeros(30, 1536, dtype=torch.float64)
+    scores[:, :40], scores[:, 40:200] = 1.0, 0.5
+    per_layer = predictivity.select(scores, count=100)
+    assert per_layer[:, :100].all() and not per_layer[:, 100:].any()
+    overall = predictivity.select(scores, count=30 * 40 + 70, how="global")
+    assert overall[:, :40].all() and overall[0, 40:110].all()
+    assert int(overall.sum()) == 30 * 40 + 70 and not overall[1:, 40:].any()
 
 
 def test_logistic_accuracy_separates_separable_classes() -> None:
