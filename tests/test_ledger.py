@@ -9,8 +9,10 @@ def _results() -> dict[str, dict]:
     return {
         "02_neuron_discovery": {
             "table1": [
-                {"task": "a", "prompt tuning": 80.0, "top neuron": 78.0},
-                {"task": "b", "prompt tuning": 90.0, "top neuron": 70.0},
+                # b's neuron is close only with the prediction position: the verdict
+                # uses the soft-only number
+                {"task": "a", "prompt tuning": 80.0, "top neuron": 79.0, "top soft neuron": 78.0},
+                {"task": "b", "prompt tuning": 90.0, "top neuron": 89.0, "top soft neuron": 70.0},
             ],
             "table3": [
                 {"task": "a", "random guess": 50.0, "random prompt": 75.0, "random model": 51.0},
