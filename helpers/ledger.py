@@ -57,8 +57,7 @@ def _tab1(results: Results) -> tuple[str, str]:
     rows = results["02_neuron_discovery"]["table1"]
     close = [r for r in rows if r["top soft neuron"] >= r["prompt tuning"] - 3]
     text = "; ".join(
-        f"{r['task']} {r['prompt tuning']:.1f}/{r['top soft neuron']:.1f}"
-        f" ({r['top neuron']:.1f})"
+        f"{r['task']} {r['prompt tuning']:.1f}/{r['top soft neuron']:.1f} ({r['top neuron']:.1f})"
         for r in rows
     )
     return f"prompt/soft neuron (neuron with the prediction position): {text}", grade(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from itertools import combinations
 
 import numpy as np
@@ -22,12 +23,13 @@ from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
 from torch import Tensor
 
-from helpers import data
-from helpers.data import verbalizer_ids
+from helpers import data, prompting
+from helpers.data import TaskData, verbalizer_ids
+from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.predictivity import dev_predictivity, neuron_values
+from helpers.predictivity import ProbeConfig, dev_predictivity, neuron_values, probe_trials, views
 from helpers.prompting import PromptError, SoftPromptModel
-from helpers.store import Artefact
+from helpers.store import Artefact, ArtefactStore
 
 
 def trial_predictivity(
@@ -219,6 +221,86 @@ def random_label_words(backbone: Backbone, n_classes: int, seed: int) -> tuple[s
     chosen = tuple(words[i] for i in rng.choice(len(words), n_classes, replace=False))
     verbalizer_ids(backbone.tokenizer, chosen, leading_space=backbone.kind == "decoder")
     return chosen
+
+
+def label_word_robustness(
+    backbone: Backbone,
+    task: TaskData,
+    trained: Sequence[Artefact],
+    probes: Sequence[Artefact],
+    seeds: Sequence[int],
+    store: ArtefactStore,
+    max_steps: int | None = None,
+    mask: Bool[Tensor, " prompt"] | None = None,
+    caches: TextCaches | None = None,
+) -> list[dict[str, object]]:
+    """Retrain a task's prompts with random label words and compare their neuron rankings
+    with those of the default words.
+
+    Each seed draws its own label words (`random_label_words`) and trains one prompt
+    exactly like the stored default trials (their configuration, with ``max_steps``
+    if given), which is then probed like them. The seeds must differ from the default
+    trials' seeds: a trial's seed fixes its initial prompt and its batch order, so a
+    random-word trial with a default trial's seed would share both with it, and its ρ
+    with the default words would compare matched pairs against a yardstick (``ρ default
+    vs default``, pairs of different default trials) of unmatched ones. With disjoint
+    seeds both numbers compare trials of different seeds.
+
+    Paper: §4.4 (random label words; mean ρ 0.87).
+
+    Returns:
+        one row per seed and binary (sub)task: the words, the seed, the random-word
+        prompt's dev and test accuracy (%), the default trials' mean dev accuracy (%),
+        ``ρ with default words`` and ``ρ default vs default``.
+
+    Raises:
+        ValueError: a seed is one of the default trials' seeds, or a seed repeats.
+    """
+    prompt_config, train_config, _ = prompting.trial_setup(trained[0])
+    default_seeds = {prompting.trial_setup(artefact)[2] for artefact in trained}
+    shared = sorted(default_seeds & set(seeds))
+    if shared:
+        raise ValueError(
+            f"seeds {shared} are also default trials' seeds {sorted(default_seeds)}: "
+            "use seeds the default trials do not use"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat: {list(seeds)}")
+    if max_steps is not None:
+        train_config = replace(train_config, max_steps=max_steps)
+    probe_config = ProbeConfig(**probes[0].meta["config"]["probe"])
+    default_dev = 100 * float(np.mean([a.json("metrics")["dev_accuracy"] for a in trained]))
+    rows = []
+    for seed in seeds:
+        words = random_label_words(backbone, task.spec.n_classes, seed=seed)
+        (run,) = prompting.run_trials(
+            backbone,
+            task,
+            replace(prompt_config, label_words=words),
+            train_config,
+            [seed],
+            store,
+            caches=caches,
+        )
+        model = prompting.load_prompt(run, backbone)
+        (probe,) = probe_trials([model], [run], task, probe_config, store, caches)
+        metrics = run.json("metrics")
+        for view in views(probe):
+            ours = trial_predictivity(probes, view, mask)
+            theirs = trial_predictivity([probe], view, mask)
+            rows.append(
+                {
+                    "label words": "/".join(words),
+                    "seed": seed,
+                    "view": view,
+                    "dev accuracy": 100 * metrics["dev_accuracy"],
+                    "test accuracy": 100 * metrics["test_accuracy"],
+                    "default dev accuracy": default_dev,
+                    "ρ with default words": float(layer_similarity(theirs, ours, False).mean()),
+                    "ρ default vs default": float(layer_similarity(ours, ours, True).mean()),
+                }
+            )
+    return rows
 
 
 def weight_selectivity(

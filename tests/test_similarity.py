@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -114,6 +116,46 @@ def test_random_label_words_are_distinct_valid_and_seeded() -> None:
     data.verbalizer_ids(tiny.tokenizer, words, leading_space=True)
     with pytest.raises(prompting.PromptError, match="whole-word tokens"):
         similarity.random_label_words(tiny, 1000, seed=0)
+
+
+def test_label_word_robustness_uses_seeds_the_default_trials_do_not(store) -> None:
+    from test_predictivity import _probe_task
+
+    from helpers import predictivity
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, three_classes=False)
+    config = prompting.PromptConfig(length=2, max_text_tokens=8)
+    train = prompting.TrainConfig(lr=0.1, batch_size=4, max_steps=2, eval_every=1)
+    trained = prompting.run_trials(tiny, task, config, train, [0, 1], store, False)
+    probe_config = predictivity.ProbeConfig(baseline_size=20, batch_size=8)
+    models_ = [prompting.load_prompt(a, tiny) for a in trained]
+    probes = predictivity.probe_trials(models_, trained, task, probe_config, store)
+    with pytest.raises(ValueError, match=r"seeds \[1\] are also default trials' seeds \[0, 1\]"):
+        similarity.label_word_robustness(tiny, task, trained, probes, [1, 2], store)
+    rows = similarity.label_word_robustness(tiny, task, trained, probes, [5], store, max_steps=3)
+    (row,) = rows
+    assert row["seed"] == 5 and row["label words"] == "/".join(
+        similarity.random_label_words(tiny, 2, seed=5)
+    )
+    (retrained,) = prompting.run_trials(
+        tiny,
+        task,
+        replace(config, label_words=tuple(row["label words"].split("/"))),
+        replace(train, max_steps=3),
+        [5],
+        store,
+        False,
+    )
+    assert row["dev accuracy"] == pytest.approx(100 * retrained.json("metrics")["dev_accuracy"])
+    assert retrained.json("config")["train"]["max_steps"] == 3
+    assert row["default dev accuracy"] == pytest.approx(
+        100 * np.mean([a.json("metrics")["dev_accuracy"] for a in trained])
+    )
+    ours = similarity.trial_predictivity(probes, "binary")
+    assert row["ρ default vs default"] == pytest.approx(
+        float(similarity.layer_similarity(ours, ours, same=True).mean())
+    )
 
 
 def test_weight_selectivity_finds_the_word_a_neuron_is_built_from(tiny: models.Backbone) -> None:
