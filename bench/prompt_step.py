@@ -29,9 +29,7 @@ processor and threads.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -40,18 +38,7 @@ import torch
 from torch import nn
 
 from helpers import data, engine, models, prompting
-
-
-def processor() -> str:
-    """Return the processor's model name and whether it has bf16 matrix instructions."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    matrix = [f for f in ("amx_bf16", "avx512_bf16", "avx2") if f in flags]
-    return f"{fields.get('Model name', '?').strip()} ({', '.join(matrix) or 'no avx2'})"
+from helpers.runner import processor
 
 
 def step(
@@ -139,7 +126,7 @@ def main() -> None:
             step(model, batch, optimizer)
 
     def full_sequence() -> None:
-        with prompting.without_prefix_cache(model):
+        with prompting.prefix_cached(model, False):
             per_step()
 
     def official() -> None:

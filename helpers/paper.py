@@ -77,3 +77,25 @@ TABLE3_RANDOM: dict[str, tuple[float, float]] = {
     "agnews": (96.0, 62.7),
     "dbpedia": (98.8, 60.9),
 }
+
+# Fig. 4 / Fig. 11 (read from the figure): test accuracy (%) at 17% of the neurons
+# perturbed with N(0, 0.1²) noise, in the task's own predictivity order and in random order.
+FIG4_AT_17: dict[str, tuple[float, float]] = {
+    "sst2": (75.0, 84.0),
+    "imdb": (72.0, 80.0),
+    "tweet": (59.0, 61.7),
+    "mnli": (65.7, 67.8),
+    "qnli": (75.6, 81.2),
+    "agnews": (97.7, 98.3),
+    "dbpedia": (98.7, 99.1),
+}
+
+# Fig. 7 / Fig. 13 (read from the figure): BitFit-tuned models at 17%, in the prompt-tuning
+# skill-neuron order and in random order.
+FIG7_BITFIT_AT_17: dict[str, tuple[float, float]] = {
+    "imdb": (72.0, 79.0),
+    "sst2": (57.0, 90.0),
+    "tweet": (54.0, 69.0),
+    "mnli": (53.0, 75.0),
+    "qnli": (58.5, 86.0),
+}

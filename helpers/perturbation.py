@@ -34,7 +34,7 @@ from helpers import activations, engine
 from helpers.data import stable_seed
 from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import SoftPromptModel, without_prefix_cache
+from helpers.prompting import SoftPromptModel, prefix_cached
 from helpers.store import ArtefactStore
 
 How = Literal["gaussian", "zero", "value"]
@@ -67,7 +67,10 @@ def perturbed(
         values: the replacement per neuron, for ``how="value"``.
         sigma: the noise's standard deviation, for ``how="gaussian"``: one for all
             neurons, or one per neuron (e.g. a multiple of each neuron's own spread).
-        seed: seed of the noise; the same seed gives the same noise for the same batches.
+        seed: seed of the noise. Each layer draws from its own generator, seeded by
+            ``seed`` and the layer, for every neuron of the layer: the same seed gives the
+            same noise at a layer for the same batches, whichever neurons and other
+            layers are perturbed (so every set of neurons sees the same noise).
         per: ``example`` draws one noise vector per example, shared by its positions (the
             official code); ``token`` draws it per position.
         first: perturb only the first ``first`` positions of each forward pass (the
@@ -84,11 +87,11 @@ def perturbed(
         raise ValueError(f"unknown perturbation {how!r}; use 'gaussian', 'zero' or 'value'")
     if per not in ("example", "token"):
         raise ValueError(f"per must be 'example' or 'token', got {per!r}")
-    generator = torch.Generator().manual_seed(seed)
     handles = []
 
     def hook_for(layer: int):  # noqa: ANN202
         chosen = neurons[layer].bool()
+        generator = torch.Generator().manual_seed(stable_seed("noise", seed, layer))
         scale = sigma[layer] if isinstance(sigma, Tensor) else torch.tensor(sigma)
 
         def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -134,15 +137,15 @@ class PerturbConfig:
         sigma: noise standard deviation (the paper: 0.1).
         scale: ``absolute`` (σ as given, the paper) or ``spread`` (σ times each neuron's
             own standard deviation at the prompt positions on training data).
-        scope: ``prompt`` perturbs only the scored prompt positions, where skill neurons
-            are defined; ``all`` every position, text included (the official code).
+        scope: ``all`` perturbs every position, text included (the official code);
+            ``prompt`` only the scored prompt positions, where skill neurons are defined.
         per: noise drawn per ``example`` (the official code) or per ``token``.
     """
 
     how: How = "gaussian"
     sigma: float = 0.1
     scale: Literal["absolute", "spread"] = "absolute"
-    scope: Scope = "prompt"
+    scope: Scope = "all"
     per: Literal["example", "token"] = "example"
 
     def __post_init__(self) -> None:
@@ -204,10 +207,12 @@ def perturbed_accuracy(
 ) -> float:
     """Test accuracy of a prompt model with the chosen neurons perturbed.
 
-    On a decoder with ``scope="prompt"`` the text runs once, unperturbed, and is cached:
-    every perturbation of the split then only recomputes the prompt positions, which is
-    what makes sweeps affordable (`bench/perturbation.py`). The cache is filled before
-    the hooks are in place, so it never holds perturbed text.
+    With ``scope="prompt"`` on a decoder the text runs once, unperturbed, from the text
+    cache (whether or not the model keeps one itself): every batch's text is run before
+    the hooks go on, and only the prompt positions run under them. So the text is never
+    perturbed, also when a split does not fit in the caches' budget, and sweeps are
+    affordable (`bench/perturbation.py`). On an encoder the hooks keep to the first
+    positions, the prompt. ``scope="all"`` perturbs every position on the full layout.
 
     Args:
         values: per-neuron replacement (``how="value"``), or per-neuron spread
@@ -221,12 +226,13 @@ def perturbed_accuracy(
     decoder = model.backbone.kind == "decoder"
     first = model.n_scored if (config.scope == "prompt" and not decoder) else None
     hooks = dict(how=config.how, values=values, sigma=sigma, seed=seed, per=config.per, first=first)
-    if decoder and config.scope == "prompt" and model.prefix_cache:
+    if decoder and config.scope == "prompt":
         caches = caches if caches is not None else TextCaches()
-        caches.batches(model, split, batch_size)  # text caches computed without the hooks
-        with perturbed(model.backbone, neurons, **hooks):
-            return model.evaluate(split, batch_size, caches=caches).accuracy
-    with without_prefix_cache(model), perturbed(model.backbone, neurons, **hooks):
+        with prefix_cached(model):
+            batches = caches.batches(model, split, batch_size)  # the text, without the hooks
+            with perturbed(model.backbone, neurons, **hooks):
+                return model.evaluate(split, batch_size, batches=batches).accuracy
+    with prefix_cached(model, False), perturbed(model.backbone, neurons, **hooks):
         return model.evaluate(split, batch_size).accuracy
 
 

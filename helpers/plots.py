@@ -390,3 +390,54 @@ def bars(
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     return fig
+
+
+def ledger_forest(
+    rows: Sequence[Mapping[str, object]],
+    scaled: Sequence[tuple[float, float, float]],
+    colours: Mapping[str, str],
+    clip: float = 4.0,
+    ax: Axes | None = None,
+) -> Figure:
+    """One row per claim: the estimate and its interval on a common scale, null at 0 and
+    the paper's effect at 1 (rows without a paper number: the interval's far end at ±1),
+    each coloured by its verdict.
+
+    Args:
+        rows: ledger rows with ``source``, ``claim`` and ``verdict``.
+        scaled: (estimate, low, high) per row on the common scale (`ledger.scaled`).
+        clip: the axis runs from -clip to clip; intervals beyond it end in an arrow.
+    """
+    fig, ax = _axes(ax, figsize=(7.0, 0.8 + 0.42 * len(rows)))
+    labels = [f"{r['source']}: {str(r['claim'])[:48]}" for r in rows]
+    for i, (row, (mean, low, high)) in enumerate(zip(rows, scaled, strict=True)):
+        colour = colours.get(str(row["verdict"]), PALETTE[7])
+        if not np.isnan(low):
+            ax.plot([max(low, -clip), min(high, clip)], [i, i], color="black", lw=1.2, zorder=1)
+            for end, marker in ((low, "<"), (high, ">")):
+                if abs(end) > clip:  # an interval beyond the axis: an arrow at its edge
+                    ax.scatter([np.sign(end) * clip], [i], marker=marker, color="black", s=25)
+        if not np.isnan(mean):
+            shown = float(np.clip(mean, -clip, clip))
+            ax.scatter([shown], [i], s=60, color=colour, edgecolor="black", zorder=2)
+    ax.axvline(0, color="black", linewidth=0.8, linestyle="--", label="null")
+    ax.axvline(1, color=PALETTE[3], linewidth=0.8, linestyle=":", label="paper's effect")
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(-clip - 0.3, clip + 0.3)
+    ax.set_xlabel("effect, scaled: null = 0, paper = 1 (95% interval)")
+    handles = [
+        mpl.lines.Line2D([], [], marker="o", linestyle="", color=c, markeredgecolor="black")
+        for c in colours.values()
+    ]
+    lines = ax.get_legend_handles_labels()
+    ax.legend(
+        [*lines[0], *handles],
+        [*lines[1], *colours],
+        fontsize=7,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=3,
+    )
+    fig.tight_layout()
+    return fig

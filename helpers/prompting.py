@@ -550,29 +550,36 @@ class SoftPromptModel(nn.Module):
         batch_size: int = 32,
         progress: bool = False,
         caches: TextCaches | None = None,
+        batches: Sequence[tuple[PromptBatch, DynamicCache | None]] | None = None,
     ) -> Evaluation:
         """Classify a split with the current prompt.
 
         With ``caches``, the text part of each batch is computed once and reused by every
-        later evaluation of the same split, whatever the prompt.
+        later evaluation of the same split, whatever the prompt. ``batches`` are the
+        split's batches with their text caches, prepared beforehand (`TextCaches.batches`),
+        e.g. before hooks that must not touch the text go on; they cover every row once.
         """
         if len(data) == 0:
             raise ValueError("cannot evaluate on an empty split")
         labels = np.asarray(list(data["label"]))
-        predictions = np.empty(len(data), dtype=np.int64)
+        predictions = np.full(len(data), -1, dtype=np.int64)
         total = -(-len(data) // batch_size)
-        batches = self.eval_batches(data, batch_size, caches)
+        batches = self.eval_batches(data, batch_size, caches) if batches is None else batches
         for batch, cache in tqdm(batches, total=total, disable=not progress):
             predictions[batch.rows.numpy()] = self(batch, cache).argmax(dim=1).numpy()
+        if bool((predictions < 0).any()):
+            raise ValueError("the batches do not cover every example of the split")
         return Evaluation(labels, predictions)
 
 
 @contextmanager
-def without_prefix_cache(model: SoftPromptModel) -> Iterator[SoftPromptModel]:
-    """Run a decoder prompt model on the full layout inside the context (text and prompt
-    in one forward pass), e.g. to perturb the text positions too, or for an empty text."""
+def prefix_cached(model: SoftPromptModel, on: bool = True) -> Iterator[SoftPromptModel]:
+    """Run a decoder prompt model with its text cached (``on``) or on the full layout
+    (text and prompt in one forward pass) inside the context: the full layout e.g. to
+    perturb the text positions too, or for an empty text; the cache e.g. to perturb the
+    prompt positions alone. Both give the same outputs. Encoders have no text cache."""
     cached = model.prefix_cache
-    model.prefix_cache = False
+    model.prefix_cache = on and model.backbone.kind == "decoder"
     try:
         yield model
     finally:
@@ -738,7 +745,7 @@ def _step_logits(
         logits = []
         for run, batch in zip(runs, batches, strict=True):
             text = None if texts is None else texts.batch_cache(run.model, train, batch)
-            with without_prefix_cache(run.model) if full_layout else nullcontext():
+            with prefix_cached(run.model, False) if full_layout else nullcontext():
                 logits.append(run.model(batch, text))
         return logits
     joint = _joined(batches, first.backbone.tokenizer.pad_token_id)

@@ -37,6 +37,18 @@ class ProfileError(ValueError):
     """A profile is unknown, or sets a parameter that no notebook declares."""
 
 
+def processor() -> str:
+    """Return the processor's model name and whether it has bf16 matrix instructions."""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    matrix = [f for f in ("amx_bf16", "avx512_bf16", "avx2") if f in flags]
+    return f"{fields.get('Model name', '?').strip()} ({', '.join(matrix) or 'no avx2'})"
+
+
 def notebooks(root: Path = ROOT) -> list[Path]:
     """Return the chapter notebooks in book order."""
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -21,7 +21,7 @@ from torch import Tensor
 from helpers import engine
 from helpers.data import TaskData, VerbalizerStyle
 from helpers.engine import TextCaches
-from helpers.prompting import SoftPromptModel, moved, without_prefix_cache
+from helpers.prompting import SoftPromptModel, moved, prefix_cached
 from helpers.similarity import spearman
 from helpers.store import Artefact, ArtefactStore
 
@@ -85,7 +85,7 @@ def activation_state(model: SoftPromptModel, threshold: float = 0.0) -> Bool[Ten
     Paper: §6.2; Su et al. 2022 (the [MASK] position with an empty input).
     """
     batch = model.encode([""], [None], [0])
-    with without_prefix_cache(model):  # an empty text has no keys and values to cache
+    with prefix_cached(model, False):  # an empty text has no keys and values to cache
         values = engine.prompt_activations(model, batch)
     return values[0, :, prediction_index(model)] > threshold
 

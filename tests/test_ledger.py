@@ -2,57 +2,133 @@
 
 from __future__ import annotations
 
-from helpers import ledger
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from helpers import ledger, paper
 
 
 def _results() -> dict[str, dict]:
     return {
         "02_neuron_discovery": {
             "table1": [
-                # b's neuron is close only with the prediction position: the verdict
-                # uses the soft-only number
-                {"task": "a", "prompt tuning": 80.0, "top neuron": 79.0, "top soft neuron": 78.0},
+                # the neuron is close only with the prediction position: the effect uses the
+                # soft-only number
+                {"task": "a", "prompt tuning": 80.0, "top neuron": 79.0, "top soft neuron": 79.0},
                 {"task": "b", "prompt tuning": 90.0, "top neuron": 89.0, "top soft neuron": 70.0},
             ],
             "table3": [
                 {"task": "a", "random guess": 50.0, "random prompt": 75.0, "random model": 51.0},
                 {"task": "b", "random guess": 50.0, "random prompt": 80.0, "random model": 55.0},
+                {"task": "c", "random guess": 50.0, "random prompt": 70.0, "random model": 48.0},
             ],
         },
         "04_cross_task_similarity": {
-            "type_summary": {"same task": 0.5, "same type": 0.3, "cross type": 0.1},
+            "names": ["a", "b", "c", "d"],
+            "types": {"a": "sentiment", "b": "sentiment", "c": "topic", "d": "topic"},
+            "similarity": [
+                [0.5, 0.3, 0.0, 0.1],
+                [0.3, 0.5, 0.1, 0.0],
+                [0.0, 0.1, 0.5, 0.4],
+                [0.1, 0.0, 0.4, 0.5],
+            ],
             "label_word_robustness": [
-                {"ρ with default words": 0.5, "ρ default vs default": 0.55},
+                {
+                    "label words": "x/y",
+                    "view": "binary",
+                    "ρ with default words": 0.2,
+                    "ρ default vs default": 0.3,
+                },
+                {
+                    "label words": "u/v",
+                    "view": "binary",
+                    "ρ with default words": 0.5,
+                    "ρ default vs default": 0.3,
+                },
             ],
         },
         "06_transferability": {
-            "correlations": [
-                {"indicator": "ON", "mean Spearman ρ": 0.6},
-                {"indicator": "skill-neuron ON", "mean Spearman ρ": 0.4},
-            ]
+            "tasks": ["a", "b", "c"],
+            "per_target": {"ON": [0.6, 0.7, 0.5], "skill-neuron ON": [0.4, 0.5, 0.2]},
         },
     }
 
 
-def test_verdicts_follow_the_rules_and_missing_chapters_are_not_run() -> None:
-    rows = {(r["source"], r["claim"][:20]): r for r in ledger.ledger_rows(_results())}
-    verdicts = [r["verdict"] for r in ledger.ledger_rows(_results())]
-    assert len(verdicts) == len(ledger.CLAIMS)
-    by_chapter = {c.chapter: [] for c in ledger.CLAIMS}
-    for claim, row in zip(ledger.CLAIMS, ledger.ledger_rows(_results()), strict=True):
-        by_chapter[claim.chapter].append(row["verdict"])
-    assert by_chapter["02_neuron_discovery"] == ["partly", "holds"]
-    assert by_chapter["04_cross_task_similarity"] == ["holds", "partly"]
-    assert by_chapter["06_transferability"] == ["does not hold"]
-    assert set(by_chapter["03_perturbation"]) == {"not run"}
-    assert all(r["where"].endswith(".html#" + r["where"].split("#")[1]) for r in rows.values())
+def test_interval_is_student_t_over_units() -> None:
+    effect = ledger.Effect({"a": 1.0, "b": 2.0, "c": 4.0}, 0.0, 5.0, "points")
+    mean, low, high = effect.interval()
+    expected = stats.t.interval(0.95, 2, loc=7 / 3, scale=stats.sem([1.0, 2.0, 4.0]))
+    assert mean == pytest.approx(7 / 3)
+    assert (low, high) == pytest.approx(expected)
+    single = ledger.Effect({"a": 1.0}, 0.0, None, "z")
+    assert math.isnan(single.interval()[1]) and ledger.verdict(single) == "undecided"
+    assert ledger.units_to_decide(single) is None
 
 
-def test_grade() -> None:
-    assert ledger.grade(3, 3) == "holds"
-    assert ledger.grade(1, 3) == "partly"
-    assert ledger.grade(0, 3) == "does not hold"
-    assert ledger.grade(0, 0) == "does not hold"
+@pytest.mark.parametrize(
+    ("values", "null", "paper_value", "expected"),
+    [
+        ([3.0, 4.0, 5.0], 0.0, 8.0, "holds"),  # above the null
+        ([-1.0, 0.0, 1.0], 0.0, 8.0, "fails"),  # an effect as large as the paper's is excluded
+        ([-20.0, 0.0, 30.0], 0.0, 8.0, "undecided"),  # wide: neither
+        ([-3.0, -2.9, -2.8], 0.0, None, "fails"),  # no paper number: wholly below the null
+        ([-3.0, 0.0, 2.0], 0.0, None, "undecided"),
+        ([-2.1, -2.0, -1.9], -3.0, -1.0, "holds"),  # an equivalence margin as the null
+    ],
+)
+def test_verdict_rule(values, null, paper_value, expected) -> None:
+    effect = ledger.Effect(dict(zip("abc", values, strict=True)), null, paper_value, "points")
+    assert ledger.verdict(effect) == expected
+
+
+def test_units_to_decide_shrinks_the_interval_past_the_nearer_bar() -> None:
+    values = [-4.0, 0.0, 4.0, 8.0]  # mean 2, null 0, paper 8: "below the paper" is nearer
+    effect = ledger.Effect(dict(zip("abcd", values, strict=True)), 0.0, 8.0, "points")
+    mean, low, high = effect.interval()
+    assert ledger.verdict(effect) == "undecided"
+    needed = ledger.units_to_decide(effect)
+    assert needed == math.ceil(4 * ((high - low) / 2 / (8.0 - mean)) ** 2)
+    # at that many units with the same spread, the interval falls below the paper's effect
+    scale = np.std(values, ddof=1) / math.sqrt(needed)
+    assert mean + stats.t.ppf(0.975, needed - 1) * scale < 8.0
+
+
+def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
+    rows = ledger.ledger_rows(_results())
+    assert len(rows) == len(ledger.CLAIMS)
+    by_source = {(c.chapter, c.source): r for c, r in zip(ledger.CLAIMS, rows, strict=True)}
+    tab1 = by_source[("02_neuron_discovery", "§4.1, Tab. 1")]
+    assert tab1["estimate"] == pytest.approx((-1.0 - 20.0) / 2)  # soft-only: -1 and -20
+    assert tab1["null"] == -3.0
+    assert tab1["paper"] == pytest.approx(
+        np.mean(
+            [paper.TABLE1_NEURON[t][0] - paper.TABLE1_PROMPT[t][0] for t in paper.TABLE1_PROMPT]
+        )
+    )
+    tab3 = by_source[("02_neuron_discovery", "§5, Tab. 3")]
+    assert tab3["estimate"] == pytest.approx(np.mean([24.0, 25.0, 22.0]))
+    assert tab3["verdict"] == "holds"
+    fig5 = by_source[("04_cross_task_similarity", "§4.3, Fig. 5")]
+    assert fig5["units"] == 4 and fig5["estimate"] == pytest.approx(0.3)  # same 0.3/0.4 vs 0.05
+    assert fig5["verdict"] == "holds"
+    words = by_source[("04_cross_task_similarity", "§4.4")]
+    assert words["estimate"] == pytest.approx(0.05) and words["null"] == -0.1
+    transfer = by_source[("06_transferability", "§6.2")]
+    assert transfer["estimate"] == pytest.approx(-0.7 / 3) and transfer["verdict"] == "fails"
+    assert {r["verdict"] for r in rows if r["where"].startswith("03_")} == {"not run"}
+    assert all(r["where"].endswith(".html#" + r["where"].split("#")[1]) for r in rows)
+    undecided = [r for r in rows if r["verdict"] == "undecided"]
+    assert all(r["units to decide"] is None or r["units to decide"] > r["units"] for r in undecided)
+
+
+def test_scaled_puts_the_null_at_zero_and_the_paper_at_one() -> None:
+    row = {"estimate": 4.0, "low": 2.0, "high": 6.0, "null": 0.0, "paper": 8.0}
+    assert ledger.scaled(row) == pytest.approx((0.5, 0.25, 0.75))
+    no_paper = {"estimate": 1.0, "low": -1.0, "high": 3.0, "null": 0.0, "paper": None}
+    assert ledger.scaled(no_paper) == pytest.approx((1 / 3, -1 / 3, 1.0))
 
 
 def test_load_results_skips_missing_chapters_and_the_table_links(store) -> None:

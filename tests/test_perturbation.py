@@ -164,7 +164,7 @@ def test_prompt_scope_on_a_decoder_equals_perturbing_prompt_positions_of_the_ful
         for layer, site in enumerate(model.backbone.neuron_sites())
     ]
     try:
-        with prompting.without_prefix_cache(model), torch.no_grad():
+        with prompting.prefix_cached(model, False), torch.no_grad():
             expected = model(batch).argmax(dim=1)
     finally:
         for handle in handles:
@@ -177,12 +177,67 @@ def test_prompt_scope_on_a_decoder_equals_perturbing_prompt_positions_of_the_ful
     assert engine.hook_count(model.backbone.model) == 0
 
 
+@pytest.mark.parametrize("setting", ["no prefix cache", "no cache budget"])
+def test_prompt_scope_never_runs_the_text_under_the_hooks(setting: str) -> None:
+    # The text must run without hooks, also for a decoder model without its own text
+    # cache and for caches whose budget holds nothing.
+    model, split = _prompt_model(), _split()
+    chosen = _chosen(model.backbone, 0.5)
+    config = perturbation.PerturbConfig(how="zero", scope="prompt")
+    reference = perturbation.perturbed_accuracy(model, split, chosen, config, batch_size=4)
+    texts, layouts = [], []
+    text_cache, layout = model.text_cache, model.layout
+
+    def watched_text(batch):
+        texts.append(engine.hook_count(model.backbone.model))
+        return text_cache(batch)
+
+    def watched_layout(batch):
+        layouts.append(engine.hook_count(model.backbone.model))
+        return layout(batch)
+
+    model.text_cache, model.layout = watched_text, watched_layout
+    caches = engine.TextCaches(max_bytes=0) if setting == "no cache budget" else None
+    if setting == "no prefix cache":
+        model.prefix_cache = False
+    ours = perturbation.perturbed_accuracy(
+        model, split, chosen, config, batch_size=4, caches=caches
+    )
+    assert texts and set(texts) == {0} and layouts == []
+    assert ours == reference
+    assert model.prefix_cache == (setting != "no prefix cache")
+
+
+def test_noise_at_a_layer_does_not_depend_on_the_other_layers_perturbed() -> None:
+    tiny = models.tiny_backbone("llama")
+    ids = _ids(tiny)
+    lower = torch.zeros(tiny.n_layers, tiny.ffn_width, dtype=torch.bool)
+    lower[0, :5] = True
+    upper = torch.zeros_like(lower)
+    upper[1, :5] = True
+
+    def layer_one(chosen: torch.Tensor | None) -> torch.Tensor:
+        with (
+            perturbation.perturbed(tiny, chosen, "gaussian", sigma=0.5, seed=3)
+            if chosen is not None
+            else engine.record_neurons(tiny),
+            engine.record_neurons(tiny) as acts,
+        ):
+            tiny.model(input_ids=ids)
+        return acts[1]
+
+    alone = layer_one(upper) - layer_one(None)  # layer 1's noise with layer 0 clean
+    with_lower = layer_one(upper | lower) - layer_one(lower)  # and with layer 0 perturbed
+    assert alone[..., :5].abs().min() > 0
+    torch.testing.assert_close(with_lower, alone)
+
+
 def test_all_scope_perturbs_the_text_too_and_encoders_keep_to_the_prompt() -> None:
     model, split = _prompt_model(), _split()
     everything = torch.ones(model.backbone.n_layers, model.backbone.ffn_width, dtype=torch.bool)
     zero_all = perturbation.PerturbConfig(how="zero", scope="all")
     with (
-        prompting.without_prefix_cache(model),
+        prompting.prefix_cached(model, False),
         perturbation.perturbed(model.backbone, everything, "zero"),
     ):
         expected = model.evaluate(split, 4).accuracy
