@@ -17,6 +17,7 @@ et al. as another ranking (App. H, Fig. 15).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -157,13 +158,42 @@ class PerturbConfig:
             raise ValueError(f"scope must be 'prompt' or 'all', got {self.scope!r}")
 
 
-def random_counterpart(neurons: Bool[Tensor, "layer ffn"], seed: int) -> Bool[Tensor, "layer ffn"]:
-    """Random neurons with the same count in every layer (the official ``--cmp`` control)."""
+def random_counterpart(
+    neurons: Bool[Tensor, "layer ffn"],
+    seed: int,
+    scale: Float[Tensor, "layer ffn"] | None = None,
+    strata: Sequence[float] = (0.5, 0.9, 0.99),
+) -> Bool[Tensor, "layer ffn"]:
+    """Random neurons with the same count in every layer (the official ``--cmp`` control).
+
+    With ``scale`` (each neuron's activation spread, `neuron_spread`), the draw is also
+    stratified by scale: each layer's neurons are cut into strata at the ``strata``
+    quantiles of that layer's spreads, and the random set takes as many neurons from each
+    stratum as ``neurons`` has there. A few neurons of a backbone can have spreads
+    hundreds of times the median; a plain draw that hits one of them is dominated by it,
+    a stratified draw holds as many of them as the chosen set does.
+    """
     generator = torch.Generator().manual_seed(seed)
     out = torch.zeros_like(neurons, dtype=torch.bool)
-    for layer, count in enumerate(neurons.sum(dim=1).tolist()):
-        out[layer, torch.randperm(neurons.shape[1], generator=generator)[: int(count)]] = True
+    width = neurons.shape[1]
+    for layer in range(neurons.shape[0]):
+        if scale is None:
+            count = int(neurons[layer].sum())
+            out[layer, torch.randperm(width, generator=generator)[:count]] = True
+            continue
+        cuts = torch.quantile(scale[layer].double(), torch.tensor(list(strata)).double())
+        stratum = torch.bucketize(scale[layer].double(), cuts)
+        for level in range(len(strata) + 1):
+            members = (stratum == level).nonzero().flatten()
+            count = int((neurons[layer] & (stratum == level)).sum())
+            out[layer, members[torch.randperm(len(members), generator=generator)[:count]]] = True
     return out
+
+
+def massive(scale: Float[Tensor, "layer ffn"], factor: float = 20.0) -> Bool[Tensor, "layer ffn"]:
+    """The neurons whose spread exceeds ``factor`` times the median spread of the model
+    (the "massive activations" a few neurons of many Transformers have)."""
+    return scale > factor * scale.median()
 
 
 @torch.no_grad()
@@ -249,32 +279,38 @@ def sweep(
     caches: TextCaches | None = None,
     values: Float[Tensor, "layer ffn"] | None = None,
     progress: bool = False,
+    scale: Float[Tensor, "layer ffn"] | None = None,
 ) -> list[dict[str, object]]:
     """Accuracy as a growing fraction of neurons is perturbed, in several orders.
 
     For each fraction, the set each order gives for it (e.g. a source task's skill neurons
     at that fraction, `predictivity.skill_neurons`) is perturbed, and ``random_draws`` random sets with the same count in
     every layer as order ``own`` at that fraction. Fraction 0 is the unperturbed model.
-    Noise seeds depend on the draw and the fraction, never on the order, so every order
-    sees the same noise.
+    Noise seeds depend on the fraction only, never on the order or the draw, so every set
+    of neurons sees the same noise (common random numbers: a difference between two
+    orders is not a difference of noise). With ``scale`` the random sets are stratified
+    by it (`random_counterpart`), and every row counts the `massive` neurons it perturbs.
 
     Paper: §4.2, Fig. 4 (0-17% of the neurons; random order as the control).
 
     Returns:
-        rows with ``order`` (a name of ``orders`` or ``random``), ``draw``, ``fraction``
-        and ``accuracy``.
+        rows with ``order`` (a name of ``orders`` or ``random``), ``draw``, ``fraction``,
+        ``accuracy`` and, with ``scale``, ``massive``.
     """
     if own not in orders:
         raise ValueError(f"own order {own!r} is not among the orders {list(orders)}")
     caches = caches if caches is not None else TextCaches()
     clean = model.evaluate(split, batch_size, caches=caches).accuracy
-    rows: list[dict[str, object]] = [
-        {"order": name, "draw": 0, "fraction": 0.0, "accuracy": clean} for name in orders
-    ]
-    rows += [
-        {"order": "random", "draw": d, "fraction": 0.0, "accuracy": clean}
-        for d in range(random_draws)
-    ]
+    large = None if scale is None else massive(scale)
+
+    def row(name: str, draw: int, fraction: float, accuracy: float, chosen: Tensor | None):
+        found = {"order": name, "draw": draw, "fraction": fraction, "accuracy": accuracy}
+        if large is not None:
+            found["massive"] = 0 if chosen is None else int((chosen & large).sum())
+        return found
+
+    rows = [row(name, 0, 0.0, clean, None) for name in orders]
+    rows += [row("random", d, 0.0, clean, None) for d in range(random_draws)]
     steps = [
         (f, name) for f in fractions if f > 0 for name in [*orders, *["random"] * random_draws]
     ]
@@ -286,17 +322,16 @@ def sweep(
             accuracy = perturbed_accuracy(
                 model, split, chosen, config, noise_seed, batch_size, caches, values
             )
-            rows.append({"order": name, "draw": 0, "fraction": fraction, "accuracy": accuracy})
+            rows.append(row(name, 0, fraction, accuracy, chosen))
             bar.update()
         own_set = orders[own](fraction)
         for draw in range(random_draws):
-            chosen = random_counterpart(own_set, stable_seed("random", seed, draw, f_index))
+            draw_seed = stable_seed("random", seed, draw, f_index)
+            chosen = random_counterpart(own_set, draw_seed, scale)
             accuracy = perturbed_accuracy(
                 model, split, chosen, config, noise_seed, batch_size, caches, values
             )
-            rows.append(
-                {"order": "random", "draw": draw, "fraction": fraction, "accuracy": accuracy}
-            )
+            rows.append(row("random", draw, fraction, accuracy, chosen))
             bar.update()
     bar.close()
     return rows
@@ -317,6 +352,7 @@ def stored_sweep(
     batch_size: int = 32,
     caches: TextCaches | None = None,
     values: Float[Tensor, "layer ffn"] | None = None,
+    scale: Float[Tensor, "layer ffn"] | None = None,
 ) -> list[dict[str, object]]:
     """`sweep`, computed once and kept in the artefact store (stage ``sweeps``).
 
@@ -333,6 +369,9 @@ def stored_sweep(
         "random_draws": random_draws,
         "seed": seed,
         "n": len(split),
+        "stratified": None
+        if scale is None
+        else hashlib.sha256(scale.float().contiguous().numpy().tobytes()).hexdigest()[:16],
     }
 
     def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
@@ -348,6 +387,7 @@ def stored_sweep(
             batch_size,
             caches,
             values,
+            scale=scale,
         )
         return {}, {"rows": rows}
 

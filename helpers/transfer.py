@@ -4,9 +4,11 @@ Paper: §6.2 (`paper-spec.md` §8b). A prompt trained on a source task is applie
 to a target task; how well it does, relative to the target's own prompts, is the
 *transfer*. Indicators that might predict it without running it: ON, the overlap of the
 neurons two prompts activate (Su et al. 2022), ON restricted to the target's skill neurons
-(the paper's proposal), and the cosine similarity of the prompt vectors (a naive
-baseline). Each is scored by the Spearman correlation with measured transfer, per target
-task over source tasks, averaged over targets.
+(the paper's proposal), the cosine similarity of the prompt vectors (a naive baseline),
+and the largest inner product between a token of one prompt and a token of the other (a
+token-wise similarity, which work after the paper finds a strong simple predictor). Each
+is scored by the Spearman correlation with measured transfer, per target task over
+source tasks, averaged over targets.
 """
 
 from __future__ import annotations
@@ -115,6 +117,15 @@ def prompt_cosine(a: SoftPromptModel, b: SoftPromptModel) -> float:
     return float(torch.nn.functional.cosine_similarity(first, second, dim=0))
 
 
+def token_similarity(a: SoftPromptModel, b: SoftPromptModel) -> float:
+    """The largest inner product between a soft vector of one prompt and one of the other.
+
+    Unlike the cosine of the flattened prompts, it does not depend on the order of the
+    vectors, and one shared vector is enough to make two prompts similar.
+    """
+    return float((a.prompt.detach() @ b.prompt.detach().T).max())
+
+
 def pairwise(
     prompts: Mapping[str, Sequence[SoftPromptModel]],
     score: Callable[[str, int, str, int], float],
@@ -136,7 +147,11 @@ def pairwise(
 def relative_transfer(
     accuracy: Float[Tensor, "source target"], own: Float[Tensor, " target"]
 ) -> Float[Tensor, "source target"]:
-    """Transfer accuracy relative to the target's own prompt accuracy (Su et al.)."""
+    """Transfer accuracy relative to the target's own prompt accuracy (Su et al.).
+
+    A display scale only: it divides each target's column by one number, so it cannot
+    change a per-target ranking of sources, nor any `target_correlations`.
+    """
     return accuracy / own[None, :]
 
 

@@ -132,6 +132,50 @@ def test_random_counterpart_keeps_the_count_in_every_layer() -> None:
     assert not torch.equal(drawn, perturbation.random_counterpart(chosen, seed=2))
 
 
+def test_stratified_counterpart_matches_each_layers_spread_strata() -> None:
+    # 200 neurons per layer; neurons 0-1 of each layer are massive (spread 400 against ~1).
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.rand(3, 200, generator=generator) + 0.5
+    scale[:, :2] = 400.0
+    chosen = torch.zeros(3, 200, dtype=torch.bool)
+    chosen[:, 0], chosen[:, 150:160] = True, True  # one massive neuron and ten others
+    large = perturbation.massive(scale)
+    assert large.sum(dim=1).tolist() == [2, 2, 2]
+    plain_hits, strata = [], (0.5, 0.9, 0.99)
+    for seed in range(40):
+        drawn = perturbation.random_counterpart(chosen, seed, scale, strata)
+        assert drawn.sum(dim=1).tolist() == chosen.sum(dim=1).tolist()
+        assert (drawn & large).sum(dim=1).tolist() == [1, 1, 1]
+        for layer in range(3):  # as many from each stratum of the layer as the chosen set
+            cuts = torch.quantile(scale[layer].double(), torch.tensor(strata).double())
+            level = torch.bucketize(scale[layer].double(), cuts)
+            counts = [int((drawn[layer] & (level == k)).sum()) for k in range(4)]
+            assert counts == [int((chosen[layer] & (level == k)).sum()) for k in range(4)]
+        plain = perturbation.random_counterpart(chosen, seed)
+        plain_hits.append(int((plain & large).sum()))
+    assert plain_hits.count(3) < 40  # a plain draw rarely holds one massive neuron a layer
+
+
+def test_sweep_counts_massive_neurons_and_keys_the_stratification(store) -> None:
+    model, split = _prompt_model(), _split()
+    scale = torch.ones(model.backbone.n_layers, model.backbone.ffn_width)
+    scale[:, 0] = 500.0
+    order = {"mine": lambda f: select(scale, fraction=f)}  # the massive neurons first
+    config = perturbation.PerturbConfig(how="zero", scope="prompt")
+    rows = perturbation.stored_sweep(
+        store, {"t": 1}, [], model, split, order, [0.0, 0.1], config, "mine", 2, scale=scale
+    )
+    perturbed = [r for r in rows if r["fraction"] > 0]
+    assert {r["order"]: r["massive"] for r in perturbed if r["order"] == "mine"} == {
+        "mine": model.backbone.n_layers
+    }
+    assert all(r["massive"] == model.backbone.n_layers for r in perturbed)  # stratified too
+    plain = perturbation.stored_sweep(
+        store, {"t": 1}, [], model, split, order, [0.0, 0.1], config, "mine", 2
+    )
+    assert "massive" not in plain[0] and len(list((store.root / "sweeps").iterdir())) == 2
+
+
 def _prompt_model(kind: str = "llama") -> prompting.SoftPromptModel:
     tiny = models.tiny_backbone(kind)
     return prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=3, max_text_tokens=8))

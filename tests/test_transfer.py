@@ -102,6 +102,23 @@ def test_relative_transfer_bootstrap_and_leave_one_out() -> None:
         transfer.target_correlations(accuracy, accuracy)
 
 
+def test_token_similarity_is_the_largest_inner_product_between_prompt_vectors() -> None:
+    tiny = models.tiny_backbone("llama")
+    a, b = _prompt(tiny), _prompt(tiny)
+    with torch.no_grad():
+        a.prompt.zero_()
+        b.prompt.zero_()
+        a.prompt[0, 0], a.prompt[2, 1] = 1.0, 3.0
+        b.prompt[1, 1], b.prompt[2, 0] = 2.0, -4.0  # pairs: 1*-4, 3*2 -> the largest is 6
+    assert transfer.token_similarity(a, b) == pytest.approx(6.0)
+    assert transfer.token_similarity(b, a) == pytest.approx(6.0)
+    shuffled = _prompt(tiny)
+    with torch.no_grad():
+        shuffled.prompt.copy_(a.prompt.flip(0))  # the vectors' order does not matter
+    assert transfer.token_similarity(shuffled, b) == pytest.approx(6.0)
+    assert transfer.prompt_cosine(shuffled, b) != pytest.approx(transfer.prompt_cosine(a, b))
+
+
 def test_pairwise_averages_over_trial_pairs() -> None:
     prompts = {"a": [0, 1], "b": [2]}
     matrix = transfer.pairwise(prompts, lambda s, i, t, j: prompts[s][i] + prompts[t][j])
