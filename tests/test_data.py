@@ -213,6 +213,22 @@ def test_embedded_tasks_load_real_data(name: str, store) -> None:
     assert all(pair is not None for pair in task.train["text_pair"]) == task.spec.has_pair
 
 
+@pytest.mark.slow
+def test_the_second_nli_and_topic_tasks_reformulate_and_extend_the_first() -> None:
+    three = data.TASKS["snli"].loader()
+    binary = data.TASKS["snli_binary"].loader()
+    for pool in ("train", "test"):
+        gold = {(r["text"], r["text_pair"]): r["label"] for r in three[pool]}
+        assert len(binary[pool]) == len(three[pool])
+        # entailment stays class 0; neutral (1) and contradiction (2) become not_entailment
+        assert all(int(gold[r["text"], r["text_pair"]] > 0) == r["label"] for r in binary[pool])
+    topics = data.TASKS["bbc_tech"].loader()["all"]
+    first = set(data.TASKS["bbc"].loader()["all"]["text"])
+    assert topics.features["label"].names == ["politics", "tech"]
+    assert np.bincount(topics["label"]).tolist() == [399, 337]  # 417 and 401, less repeats
+    assert not first & set(topics["text"])  # other sections, other articles
+
+
 def test_binary_subtask_fingerprint_is_stable_for_the_same_split() -> None:
     names = ("negative", "neutral", "positive")
     split = data.dataset([f"t{i}" for i in range(30)], [i % 3 for i in range(30)], names)
