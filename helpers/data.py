@@ -677,10 +677,11 @@ def split_indices(
 ) -> dict[str, tuple[str, list[int]]]:
     """Choose, for each split, a pool and row indices into it.
 
-    Paper protocol (App. A, `paper-spec.md` §3): an official dev split is kept; otherwise
+    Paper protocol (App. A): an official dev split is kept; otherwise
     dev is ``dev_fraction`` (20%) of the official train split; a task without official
     splits first holds out ``test_fraction`` as test. Each split is then class-balanced
-    by down-sampling (`design.md` §9) and capped.
+    by down-sampling (so chance is 1 / classes, and predictivity cannot profit from
+    imbalance) and capped.
 
     Returns:
         ``{split: (pool name, row indices)}``.

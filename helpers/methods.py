@@ -3,7 +3,8 @@
 Paper: §5, Figs. 7-8. The paper trains adapters and BitFit, then perturbs their models in
 the *prompt-tuning* predictivity order: if the same neurons matter, skill neurons belong
 to the backbone, not to the prompt. Both methods keep the FFN weights (the neurons' K and
-V) fixed. The official classes for them are broken (`paper-spec.md` §7); this module
+V) fixed. The official classes for them do not run (their ``embed`` refers to an attribute
+that does not exist); this module
 builds LoRA (low-rank updates of the attention projections, Hu et al. 2021) by hand and
 BitFit as "train every bias".
 

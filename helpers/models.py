@@ -1,7 +1,8 @@
 """Backbones: loading by short name, Hub id or folder; the architecture registry; tiny test models.
 
 A *neuron* is one unit of the FFN's hidden layer: one entry of the vector that the FFN's
-output projection consumes (`design.md` §5). The registry names, per architecture, the
+output projection consumes (after the activation, and for gated MLPs after the gate's
+product). The registry names, per architecture, the
 transformer blocks, the FFN's input projections and its output projection. The output
 projection is the *neuron site*: a forward pre-hook on it sees exactly the neuron
 activations, for every architecture, and can replace them.

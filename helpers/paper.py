@@ -1,7 +1,7 @@
 """Numbers reported by the paper (Wang et al., EMNLP 2022), for comparison only.
 
-These are the paper's values on roberta-base with its seven Hub tasks, copied from
-`shared/docs/paper-spec.md` §9. They are never used as results of this book: every number
+These are the paper's values on roberta-base with its seven Hub tasks, copied from its
+tables and read from its figures (marked where approximate). They are never used as results of this book: every number
 the book reports is computed by the book. Tables show them side by side, labelled.
 """
 

@@ -304,7 +304,7 @@ class Layout:
         predict: the position whose head output is classified, ``[n]``.
         prompt_positions: the positions at which neurons are scored, ``[n, prompt]``:
             the ``[MASK]`` and soft tokens (encoder), or the soft and template tokens up
-            to the prediction position (decoder), as in `design.md` §6.
+            to the prediction position (decoder).
     """
 
     embeds: Float[Tensor, "n seq d"]
@@ -319,7 +319,7 @@ class SoftPromptModel(nn.Module):
     Encoder (the paper's layout, eq. 1): ``[MASK] p1 … p_l <s> text </s>``, classified by
     the MLM head at ``[MASK]``. Decoder: ``text p1 … p_l template``, classified by the
     next-token logits at the last position, because a causal model's positions before
-    the text cannot see it (`design.md` §6). Only ``prompt`` has ``requires_grad``.
+    the text cannot see it. Only ``prompt`` has ``requires_grad``.
 
     On a decoder the text comes first and never attends to the prompt, so its keys and
     values do not depend on the prompt: with ``prefix_cache=True`` (the default) the text

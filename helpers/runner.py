@@ -3,9 +3,9 @@
 A profile is a set of parameter overrides: ``embedded`` (none, the notebooks' own
 defaults), or ``params/<profile>.yaml`` (``ci``, ``paper``). Each key of a profile is
 injected into every notebook whose ``parameters`` cell declares it; there is no
-``if ci:`` branch anywhere (`design.md` §2). Executed copies are staged with the book's
-pages in ``_build/stage`` and rendered by Jupyter Book with execution off and warnings as
-errors (`design.md` §3).
+``if ci:`` branch anywhere: every profile runs the same code. Executed copies are staged
+with the book's pages in ``_build/stage`` and rendered by Jupyter Book with execution off
+and warnings as errors, so the book shows exactly what papermill ran.
 
 Command line::
 

@@ -4,7 +4,7 @@ Paper: §4.3 (Fig. 5: Spearman correlation of neuron predictivity between tasks,
 and averaged over layers; App. E, Fig. 14: per layer), §4.4 (robustness to label words;
 Tab. 2: words aligned with the top skill neuron). The paper does not say how its diagonal
 (0.50-0.65, not 1) was computed; here every similarity is taken between rankings of
-*different* trials, so the diagonal measures trial-to-trial agreement (`paper-spec.md` §6).
+*different* trials, so the diagonal measures trial-to-trial agreement.
 """
 
 from __future__ import annotations

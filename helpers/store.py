@@ -6,7 +6,8 @@ versions, timing, and the sha256 of every other file). The key is a hash of the 
 name, its config and its inputs' keys, so a changed parameter recomputes that stage and
 what follows, nothing else. An artefact is written into a temporary folder and renamed
 into place in one step; a folder without a valid ``meta.json`` is never trusted.
-No pickle anywhere (`design.md` §4).
+No pickle anywhere: tensors are safetensors, everything else JSON, so loading an
+artefact never runs code.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Prompt transferability, and the indicators that predict it.
 
-Paper: §6.2 (`paper-spec.md` §8b). A prompt trained on a source task is applied unchanged
+Paper: §6.2. A prompt trained on a source task is applied unchanged
 to a target task; how well it does, relative to the target's own prompts, is the
 *transfer*. Indicators that might predict it without running it: ON, the overlap of the
 neurons two prompts activate (Su et al. 2022), ON restricted to the target's skill neurons
@@ -161,7 +161,9 @@ def target_correlations(
     """Spearman correlation of an indicator with transfer, per target over the other sources.
 
     Paper: §6.2 (the averaged Spearman correlation, 0.53 for ON and 0.71 for skill-neuron
-    ON); the per-target reading is `paper-spec.md` §8b's interpretation.
+    ON). The paper does not say over what the correlation is taken; per target task over
+    its source tasks is this book's reading (the question a user asks: which source
+    prompt to start a target from).
     """
     n = indicator.shape[0]
     if n < 3:

@@ -11,7 +11,8 @@ from helpers import engine, models
 
 
 def _reference_neurons(backbone: models.Backbone, layer: int, x: torch.Tensor) -> torch.Tensor:
-    """Compute a layer's neurons by hand from the FFN weights (`design.md` §5)."""
+    """Compute a layer's neurons by hand from the FFN weights: the input of the output
+    projection, after the activation (and the gate's product for gated MLPs)."""
     block = backbone.layers()[layer]
     config = backbone.model.config
     family = config.model_type
