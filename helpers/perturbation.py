@@ -303,8 +303,15 @@ def sweep(
     clean = model.evaluate(split, batch_size, caches=caches).accuracy
     large = None if scale is None else massive(scale)
 
-    def row(name: str, draw: int, fraction: float, accuracy: float, chosen: Tensor | None):
-        found = {"order": name, "draw": draw, "fraction": fraction, "accuracy": accuracy}
+    def row(
+        name: str, draw: int, fraction: float, accuracy: float, chosen: Tensor | None
+    ) -> dict[str, object]:
+        found: dict[str, object] = {
+            "order": name,
+            "draw": draw,
+            "fraction": fraction,
+            "accuracy": accuracy,
+        }
         if large is not None:
             found["massive"] = 0 if chosen is None else int((chosen & large).sum())
         return found
