@@ -6,6 +6,7 @@ the notebooks' markdown, not in titles.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib as mpl
@@ -408,8 +409,9 @@ def ledger_forest(
         scaled: (estimate, low, high) per row on the common scale (`ledger.scaled`).
         clip: the axis runs from -clip to clip; intervals beyond it end in an arrow.
     """
-    fig, ax = _axes(ax, figsize=(7.0, 0.8 + 0.42 * len(rows)))
-    labels = [f"{r['source']}: {str(r['claim'])[:48]}" for r in rows]
+    fig, ax = _axes(ax, figsize=(8.0, 0.8 + 0.55 * len(rows)))
+    labels = [textwrap.shorten(f"{r['source']}: {r['claim']}", 100, placeholder="…") for r in rows]
+    labels = [textwrap.fill(label, 52) for label in labels]
     for i, (row, (mean, low, high)) in enumerate(zip(rows, scaled, strict=True)):
         colour = colours.get(str(row["verdict"]), PALETTE[7])
         if not np.isnan(low):
@@ -422,7 +424,7 @@ def ledger_forest(
             ax.scatter([shown], [i], s=60, color=colour, edgecolor="black", zorder=2)
     ax.axvline(0, color="black", linewidth=0.8, linestyle="--", label="null")
     ax.axvline(1, color=PALETTE[3], linewidth=0.8, linestyle=":", label="paper's effect")
-    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(-clip - 0.3, clip + 0.3)
     ax.set_xlabel("effect, scaled: null = 0, paper = 1 (95% interval)")

@@ -50,6 +50,28 @@ def _results() -> dict[str, dict]:
                 },
             ],
         },
+        "05_pruning": {
+            "table4": [
+                {
+                    "task": "a",
+                    "prompt tuning": 80.0,
+                    "pruned + prompt tuning": 79.5,
+                    "speed-up": 1.8,
+                },
+                {
+                    "task": "b",
+                    "prompt tuning": 90.0,
+                    "pruned + prompt tuning": 89.0,
+                    "speed-up": 1.9,
+                },
+                {
+                    "task": "c",
+                    "prompt tuning": 70.0,
+                    "pruned + prompt tuning": 69.5,
+                    "speed-up": 1.7,
+                },
+            ],
+        },
         "06_transferability": {
             "tasks": ["a", "b", "c"],
             "per_target": {"ON": [0.6, 0.7, 0.5], "skill-neuron ON": [0.4, 0.5, 0.2]},
@@ -116,6 +138,10 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     assert fig5["verdict"] == "holds"
     words = by_source[("04_cross_task_similarity", "§4.4")]
     assert words["estimate"] == pytest.approx(0.05) and words["null"] == -0.1
+    speed = [r for r in rows if r["claim"] == "The pruned model is faster on a CPU."][0]
+    assert speed["estimate"] == pytest.approx(1.8) and speed["verdict"] == "holds"
+    kept = [r for r in rows if r["claim"].startswith("Pruning all but")][0]
+    assert kept["estimate"] == pytest.approx(-2 / 3) and kept["verdict"] == "holds"
     transfer = by_source[("06_transferability", "§6.2")]
     assert transfer["estimate"] == pytest.approx(-0.7 / 3) and transfer["verdict"] == "fails"
     assert {r["verdict"] for r in rows if r["where"].startswith("03_")} == {"not run"}
