@@ -9,7 +9,6 @@ Tab. 2: words aligned with the top skill neuron). The paper does not say how its
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -18,6 +17,7 @@ from itertools import combinations
 import numpy as np
 import torch
 from jaxtyping import Bool, Float
+from scipy import stats
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
@@ -130,25 +130,12 @@ def by_task(matrix: Float[Tensor, "view view"], names: Sequence[str]) -> tuple[l
 def hypergeometric_pvalue(overlap: int, total: int, size_a: int, size_b: int) -> float:
     """P(|A ∩ B| >= overlap) for a random ``size_b``-set drawn from ``total`` items.
 
-    The chance that two unrelated top sets share at least ``overlap`` neurons; computed
-    exactly in log space (scipy's ``hypergeom.sf(overlap - 1, total, size_a, size_b)``).
+    The chance that two unrelated top sets share at least ``overlap`` neurons: the
+    hypergeometric tail, ``scipy.stats.hypergeom.sf(overlap - 1, total, size_a, size_b)``.
     """
     if not (0 <= size_a <= total and 0 <= size_b <= total):
         raise ValueError(f"set sizes {size_a}, {size_b} must lie in [0, {total}]")
-
-    def log_comb(n: int, k: int) -> float:
-        return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-    low, high = max(overlap, 0, size_a + size_b - total), min(size_a, size_b)
-    if low > high:
-        return 0.0
-    log_total = log_comb(total, size_b)
-    terms = [
-        log_comb(size_a, k) + log_comb(total - size_a, size_b - k) - log_total
-        for k in range(low, high + 1)
-    ]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+    return float(stats.hypergeom.sf(overlap - 1, total, size_a, size_b))
 
 
 def overlap_rows(sets: Mapping[str, Bool[Tensor, "layer ffn"]]) -> list[dict[str, object]]:

@@ -34,6 +34,24 @@ def test_notebook_has_one_parameters_cell_of_literals(notebook: Path) -> None:
     assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# ")
 
 
+def test_nothing_refers_to_documents_outside_the_repository() -> None:
+    # A reader has the repository only: the project's internal planning documents are not
+    # in it, so code, chapters and pages must say what they need in place.
+    outside = re.compile(r"design\.md|paper-spec\.md|resources\.md|house-style\.md|\.\./shared")
+    files = [runner.ROOT / "README.md"] + [
+        path
+        for folder in ("helpers", "notebooks", "book", "bench", "tests")
+        for path in (runner.ROOT / folder).rglob("*")
+        if path.suffix in (".py", ".ipynb", ".md", ".yml", ".bib")
+    ]
+    found = [
+        str(path.relative_to(runner.ROOT))
+        for path in files
+        if path.name != "test_runner.py" and outside.search(path.read_text(errors="replace"))
+    ]
+    assert len(files) > 30 and found == []
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_avoids_what_house_style_forbids(notebook: Path) -> None:
     cells = nbformat.read(notebook, as_version=4).cells

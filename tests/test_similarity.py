@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -76,12 +78,31 @@ def test_type_summary_groups_pairs_by_task_and_type() -> None:
 
 @pytest.mark.parametrize(
     ("overlap", "total", "size_a", "size_b"),
-    [(0, 10, 3, 4), (2, 10, 3, 4), (3, 10, 3, 4), (5, 1000, 20, 30), (12, 46080, 921, 921)],
+    [
+        (0, 10, 3, 4),
+        (2, 10, 3, 4),
+        (3, 10, 3, 4),
+        (4, 10, 3, 4),
+        (5, 1000, 20, 30),
+        (12, 46080, 921, 921),
+    ],
 )
-def test_hypergeometric_pvalue_matches_scipy(overlap, total, size_a, size_b) -> None:
+def test_hypergeometric_pvalue_is_the_exact_tail(overlap, total, size_a, size_b) -> None:
+    # The tail by exact integer arithmetic: sum over k >= overlap of C(a,k) C(t-a,b-k) / C(t,b).
+    exact = Fraction(
+        sum(
+            math.comb(size_a, k) * math.comb(total - size_a, size_b - k)
+            for k in range(max(overlap, 0), min(size_a, size_b) + 1)
+        ),
+        math.comb(total, size_b),
+    )
     ours = similarity.hypergeometric_pvalue(overlap, total, size_a, size_b)
-    theirs = stats.hypergeom.sf(overlap - 1, total, size_a, size_b)
-    assert ours == pytest.approx(theirs, rel=1e-9, abs=1e-300)
+    assert ours == pytest.approx(float(exact), rel=1e-9, abs=1e-300)
+    known = {(0, 10, 3, 4): 1.0, (2, 10, 3, 4): 1 / 3, (3, 10, 3, 4): 1 / 30, (4, 10, 3, 4): 0.0}
+    if (overlap, total, size_a, size_b) in known:
+        assert ours == pytest.approx(known[overlap, total, size_a, size_b])
+    with pytest.raises(ValueError, match="must lie in"):
+        similarity.hypergeometric_pvalue(1, 10, 11, 3)
 
 
 def test_overlap_rows_report_chance_and_significance() -> None:
