@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from helpers import activations, engine
+from helpers.checks import check_choice
 from helpers.data import stable_seed
 from helpers.engine import TextCaches
 from helpers.models import Backbone
@@ -39,6 +40,8 @@ from helpers.prompting import SoftPromptModel, prefix_cached
 from helpers.store import ArtefactStore
 
 How = Literal["gaussian", "zero", "value"]
+Per = Literal["example", "token"]
+Scale = Literal["absolute", "spread"]
 
 
 def _check(backbone: Backbone, mask: Tensor, name: str) -> None:
@@ -55,7 +58,7 @@ def perturbed(
     values: Float[Tensor, "layer ffn"] | None = None,
     sigma: float | Float[Tensor, "layer ffn"] = 0.1,
     seed: int = 0,
-    per: Literal["example", "token"] = "example",
+    per: Per = "example",
     first: int | None = None,
 ) -> Iterator[None]:
     """Perturb the chosen neurons on every forward pass inside the context.
@@ -80,14 +83,12 @@ def perturbed(
     _check(backbone, neurons, "neurons")
     if isinstance(sigma, Tensor):
         _check(backbone, sigma, "sigma")
+    check_choice("how", how, How)
+    check_choice("per", per, Per)
     if how == "value":
         if values is None:
             raise ValueError("how='value' needs values, one per neuron")
         _check(backbone, values, "values")
-    elif how not in ("gaussian", "zero"):
-        raise ValueError(f"unknown perturbation {how!r}; use 'gaussian', 'zero' or 'value'")
-    if per not in ("example", "token"):
-        raise ValueError(f"per must be 'example' or 'token', got {per!r}")
     handles = []
 
     def hook_for(layer: int):  # noqa: ANN202
@@ -145,17 +146,17 @@ class PerturbConfig:
 
     how: How = "gaussian"
     sigma: float = 0.1
-    scale: Literal["absolute", "spread"] = "absolute"
+    scale: Scale = "absolute"
     scope: Scope = "all"
-    per: Literal["example", "token"] = "example"
+    per: Per = "example"
 
     def __post_init__(self) -> None:
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma}")
-        if self.scale not in ("absolute", "spread"):
-            raise ValueError(f"scale must be 'absolute' or 'spread', got {self.scale!r}")
-        if self.scope not in ("prompt", "all"):
-            raise ValueError(f"scope must be 'prompt' or 'all', got {self.scope!r}")
+        check_choice("how", self.how, How)
+        check_choice("scale", self.scale, Scale)
+        check_choice("scope", self.scope, Scope)
+        check_choice("per", self.per, Per)
 
 
 def random_counterpart(

@@ -18,6 +18,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from helpers import activations, data, engine
+from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.engine import Pooling, TextCaches
 from helpers.models import Backbone
@@ -124,6 +125,7 @@ def select(
     """
     if (fraction is None) == (count is None):
         raise ValueError("give exactly one of fraction and count")
+    check_choice("how", how, Selection)
     n_layers, width = scores.shape
     if how == "per_layer":
         k = count if count is not None else share(fraction, width)  # type: ignore[arg-type]
@@ -133,14 +135,12 @@ def select(
         mask = torch.zeros_like(scores, dtype=torch.bool)
         mask.scatter_(1, top, True)
         return mask
-    if how == "global":
-        k = count if count is not None else share(fraction, scores.numel())  # type: ignore[arg-type]
-        if not 0 <= k <= scores.numel():
-            raise ValueError(f"cannot select {k} of {scores.numel()} neurons")
-        flat = torch.zeros(scores.numel(), dtype=torch.bool)
-        flat[scores.flatten().argsort(descending=True, stable=True)[:k]] = True
-        return flat.reshape(n_layers, width)
-    raise ValueError(f"unknown selection {how!r}; use 'per_layer' or 'global'")
+    k = count if count is not None else share(fraction, scores.numel())  # type: ignore[arg-type]
+    if not 0 <= k <= scores.numel():
+        raise ValueError(f"cannot select {k} of {scores.numel()} neurons")
+    flat = torch.zeros(scores.numel(), dtype=torch.bool)
+    flat[scores.flatten().argsort(descending=True, stable=True)[:k]] = True
+    return flat.reshape(n_layers, width)
 
 
 def select_multiclass(

@@ -80,11 +80,17 @@ def test_hooks_are_removed_on_error_and_bad_input_is_refused() -> None:
     bad = [
         ((torch.ones(1, 3, dtype=torch.bool), "zero"), "shape"),
         ((_chosen(tiny), "value"), "needs values"),
-        ((_chosen(tiny), "shuffle"), "unknown perturbation"),
+        (
+            (_chosen(tiny), "shuffle"),
+            "how must be one of 'gaussian', 'zero', 'value'; got 'shuffle'",
+        ),
     ]
     for (neurons, how), message in bad:
         with pytest.raises(ValueError, match=message), perturbation.perturbed(tiny, neurons, how):
             pass
+    for field, value in (("scope", "text"), ("scale", "relative"), ("per", "layer")):
+        with pytest.raises(ValueError, match=f"{field} must be one of .*; got '{value}'"):
+            perturbation.PerturbConfig(**{field: value})
 
 
 def test_token_noise_differs_by_position_and_first_limits_the_positions() -> None:

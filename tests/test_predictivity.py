@@ -53,6 +53,8 @@ def test_global_selection_takes_the_best_anywhere() -> None:
     mask = predictivity.select(scores, count=5, how="global")
     assert mask.sum() == 5 and mask[2].sum() == 5
     assert predictivity.select(scores, fraction=0.2, how="global").sum() == 6
+    with pytest.raises(ValueError, match="how must be one of 'per_layer', 'global'; got 'all'"):
+        predictivity.select(scores, count=1, how="all")
     with pytest.raises(ValueError, match="exactly one"):
         predictivity.select(scores)
 
