@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class ProfileError(ValueError):
     """A profile is unknown, or sets a parameter that no notebook declares."""
+
+
+class ChapterError(RuntimeError):
+    """A chapter failed while it ran: which one, in which cell, and why."""
 
 
 def processor() -> str:
@@ -89,15 +94,117 @@ def parameters_for(notebook: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in overrides.items() if key in declared}
 
 
+def _choices(default: object, help_text: str) -> tuple[str, ...] | None:
+    """The allowed values of a string parameter whose comment lists them in quotes
+    (``scope = "all"  # "all" (...) or "prompt" (...)``), or None for a free string."""
+    quoted = tuple(dict.fromkeys(re.findall(r'"([^"]*)"', help_text)))
+    if isinstance(default, str) and len(quoted) >= 2 and default in quoted:
+        return quoted
+    return None
+
+
+def _type_problem(name: str, value: object, default: object) -> str | None:
+    """Why ``value`` cannot stand for a parameter declared with ``default``, or None.
+
+    None is accepted everywhere (several sizes and choices mean "all" by None); a float
+    parameter takes an int; otherwise the type of the default is required.
+    """
+    if value is None or default is None:
+        return None
+    if isinstance(default, bool):
+        fits = isinstance(value, bool)
+    elif isinstance(default, float):
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+    elif isinstance(default, int):
+        fits = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, type(default))
+    if fits:
+        return None
+    text_number = isinstance(value, str) and isinstance(default, float)
+    hint = " (YAML reads 3e-2 as text: write 3.0e-2 or 0.03)" if text_number else ""
+    return (
+        f"{name} = {value!r} is a {type(value).__name__}; it must be a "
+        f"{type(default).__name__} like its default {default!r}{hint}"
+    )
+
+
+def _defaults(notebook: Path) -> dict[str, Any]:
+    """A notebook's parameters with their default values (None where not a literal)."""
+    import ast
+
+    found = {}
+    for name, info in declared_parameters(notebook).items():
+        try:
+            found[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            found[name] = None
+    return found
+
+
+def task_parameters(notebook: Path, overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Check a notebook's task-valued parameters (``*_task``, ``*_tasks``) against its
+    ``tasks``.
+
+    Returns:
+        the values to inject for parameters the profile leaves alone whose default names a
+        task outside ``tasks`` (the first task, or the tasks that remain), and the problems
+        of parameters the profile sets to tasks outside ``tasks``.
+    """
+    defaults = _defaults(notebook)
+    tasks = overrides.get("tasks", defaults.get("tasks"))
+    fixes: dict[str, Any] = {}
+    problems: list[str] = []
+    if not isinstance(tasks, list) or not tasks:
+        return fixes, problems
+    for name, default in defaults.items():
+        if not name.endswith(("_task", "_tasks")):
+            continue
+        value = overrides.get(name, default)
+        named = [value] if name.endswith("_task") else (value or [])
+        missing = [t for t in named if isinstance(t, str) and t not in tasks]
+        if not missing:
+            continue
+        if name in overrides:
+            problems.append(
+                f"{name} = {value!r} names {missing}, not among tasks {tasks} ({notebook.stem})"
+            )
+        elif name.endswith("_task"):
+            fixes[name] = tasks[0]
+        else:
+            fixes[name] = [t for t in named if t in tasks] or tasks[:1]
+    return fixes, problems
+
+
 def check_profile(profile: str, root: Path = ROOT) -> None:
-    """Raise `ProfileError` if the profile sets a key that no notebook declares."""
+    """Raise `ProfileError` before anything runs if the profile is not one the chapters
+    can run: a key that no notebook declares, a value of the wrong type, a value outside
+    the choices a parameter's comment lists, or a task-valued parameter set to a task
+    that is not among the chapter's ``tasks``. Every problem is listed, each naming the
+    parameter, the value and what is allowed."""
     overrides = load_profile(profile, root)
     declared: set[str] = set()
+    problems: list[str] = []
     for notebook in notebooks(root):
-        declared |= set(declared_parameters(notebook))
+        parameters = declared_parameters(notebook)
+        defaults = _defaults(notebook)
+        declared |= set(parameters)
+        for name, value in overrides.items():
+            if name not in parameters:
+                continue
+            problem = _type_problem(name, value, defaults[name])
+            choices = _choices(defaults[name], parameters[name].get("help") or "")
+            if problem is None and choices is not None and value not in (*choices, None):
+                problem = f"{name} = {value!r} is not one of {', '.join(map(repr, choices))}"
+            if problem is not None:
+                problems.append(f"{problem} ({notebook.stem})")
+        problems += task_parameters(notebook, overrides)[1]
     unknown = sorted(set(overrides) - declared)
     if unknown:
-        raise ProfileError(f"profile {profile!r} sets undeclared parameters {unknown}")
+        problems.insert(0, f"it sets undeclared parameters {unknown}")
+    if problems:
+        listed = "\n".join(f"- {p}" for p in dict.fromkeys(problems))
+        raise ProfileError(f"profile {profile!r} cannot run:\n{listed}")
 
 
 def execute(
@@ -108,6 +215,14 @@ def execute(
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Execute every chapter (or those whose name starts with one of ``only``) in order.
+
+    Task-valued parameters that the profile leaves alone and whose defaults name a task
+    outside ``tasks`` are set to tasks that are in it (`task_parameters`), with a note.
+
+    Raises:
+        ProfileError: the profile cannot run (`check_profile`), or ``only`` matches no
+            chapter; before anything runs.
+        ChapterError: a chapter failed; names it, the cell and the error.
 
     ``extra`` overrides parameters on top of the profile (e.g. another ``store_dir``).
     After each chapter the run's status so far is written to ``run_status.json`` beside
@@ -121,22 +236,38 @@ def execute(
     check_profile(profile, root)
     status_file = out.parent / "run_status.json"
     overrides = load_profile(profile, root) | {"run_status": str(status_file)} | (extra or {})
+    chosen = [
+        notebook
+        for notebook in notebooks(root)
+        if not only or any(notebook.stem.startswith(prefix) for prefix in only)
+    ]
+    if not chosen:
+        names = [notebook.stem for notebook in notebooks(root)]
+        raise ProfileError(f"no chapter starts with {only}; the chapters are {names}")
     out.mkdir(parents=True, exist_ok=True)
     status: list[dict[str, Any]] = []
-    for notebook in notebooks(root):
-        if only and not any(notebook.stem.startswith(prefix) for prefix in only):
-            continue
-        parameters = parameters_for(notebook, overrides)
+    for notebook in chosen:
+        fixes = task_parameters(notebook, overrides)[0]
+        for name, value in fixes.items():
+            print(f"{notebook.stem}: {name} = {value!r} (its default names a task not in tasks)")
+        parameters = parameters_for(notebook, overrides | fixes)
         start = time.perf_counter()
-        papermill.execute_notebook(
-            str(notebook),
-            str(out / notebook.name),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(notebook.parent),
-            progress_bar=False,
-            log_output=False,
-        )
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(out / notebook.name),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(notebook.parent),
+                progress_bar=False,
+                log_output=False,
+            )
+        except papermill.PapermillExecutionError as error:
+            raise ChapterError(
+                f"chapter {notebook.stem} failed in cell {error.exec_count}: "
+                f"{error.ename}: {error.evalue}\n(the whole traceback is in the executed "
+                f"notebook {out / notebook.name})"
+            ) from None
         seconds = time.perf_counter() - start
         print(f"executed {notebook.name} [{profile}] in {seconds:.0f} s", flush=True)
         status.append(
@@ -213,7 +344,10 @@ def main(argv: list[str] | None = None) -> None:
     build_dir = Path(args.out) / "_build"
     executed = build_dir / "executed"
     start = time.perf_counter()
-    execute(args.profile, executed, ROOT, args.only)
+    try:
+        execute(args.profile, executed, ROOT, args.only)
+    except (ProfileError, ChapterError) as error:
+        sys.exit(f"error: {error}")
     if args.action == "book":
         stage(executed, build_dir / "stage")
         print(f"book built: {build(build_dir / 'stage', Path(args.out))}")

@@ -67,6 +67,70 @@ def test_profile_keys_are_declared_by_the_notebooks(profile: str) -> None:
     assert runner.load_profile(profile)
 
 
+def _root_with_chapters(tmp_path: Path, profile: str) -> Path:
+    (tmp_path / "notebooks").mkdir()
+    for notebook in NOTEBOOKS:
+        (tmp_path / "notebooks" / notebook.name).write_text(notebook.read_text())
+    (tmp_path / "mine.yaml").write_text(profile)
+    return tmp_path
+
+
+def test_profile_values_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    root = _root_with_chapters(
+        tmp_path,
+        "trials: three\nlearning_rate: 3e-2\npositions: sofft\nscope: all\n"
+        "tasks: [rotten_tomatoes, mine.csv]\nrobustness_task: amazon\nsweep_size: null\n",
+    )
+    with pytest.raises(runner.ProfileError) as error:
+        runner.check_profile(str(root / "mine.yaml"), root)
+    message = str(error.value)
+    assert "trials = 'three' is a str; it must be a int like its default 3" in message
+    assert "learning_rate = '3e-2' is a str; it must be a float" in message
+    assert "write 3.0e-2 or 0.03" in message
+    assert "positions = 'sofft' is not one of 'prompt', 'soft'" in message
+    assert "robustness_task = 'amazon' names ['amazon'], not among tasks" in message
+    assert "scope" not in message and "sweep_size" not in message  # valid values pass
+    assert "(02_neuron_discovery)" in message and "(04_cross_task_similarity)" in message
+
+
+def test_task_parameters_follow_tasks_unless_set(tmp_path: Path) -> None:
+    chapters = {nb.stem: nb for nb in NOTEBOOKS}
+    mine = {"tasks": ["rotten_tomatoes", "mine.csv"]}
+    fixes, problems = runner.task_parameters(chapters["01_prompt_tuning"], mine)
+    assert fixes == {"init_comparison_task": "rotten_tomatoes"} and problems == []
+    fixes, _ = runner.task_parameters(chapters["03_perturbation"], mine)
+    assert fixes == {"method_tasks": ["rotten_tomatoes"]}
+    kept = mine | {"init_comparison_task": "mine.csv"}
+    assert runner.task_parameters(chapters["01_prompt_tuning"], kept) == ({}, [])
+
+
+def test_a_failing_chapter_is_named_with_its_cell(tmp_path: Path) -> None:
+    notebook = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell("size = 3  # how many")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# 00 · Failing"),
+        parameters,
+        nbformat.v4.new_code_cell("total = size + 1"),
+        nbformat.v4.new_code_cell("{}['missing']"),
+    ]
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(notebook, tmp_path / "notebooks" / "00_failing.ipynb")
+    out = tmp_path / "_build" / "executed"
+    with pytest.raises(
+        runner.ChapterError, match=r"chapter 00_failing failed in cell 3: KeyError: 'missing'"
+    ):
+        runner.execute("embedded", out, tmp_path)
+    assert (out / "00_failing.ipynb").exists()
+    with pytest.raises(runner.ProfileError, match=r"no chapter starts with \['09'\]"):
+        runner.execute("embedded", out, tmp_path, only=["09"])
+
+
 def test_unknown_profile_and_undeclared_key(tmp_path: Path) -> None:
     with pytest.raises(runner.ProfileError, match="unknown profile 'fast'"):
         runner.load_profile("fast")
