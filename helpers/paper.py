@@ -7,6 +7,10 @@ the book reports is computed by the book. Tables show them side by side, labelle
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Any
+
 # Tab. 1: accuracy (%) of prompt tuning and of the top skill neuron, mean and std over 5 trials.
 TABLE1_PROMPT: dict[str, tuple[float, float]] = {
     "sst2": (91.8, 0.5),
@@ -40,6 +44,18 @@ ANALOGUE: dict[str, str] = {
 def analogue(task: str) -> str:
     """Return the paper task a task stands in for (a Hub task stands for itself)."""
     return ANALOGUE.get(task, task)
+
+
+def reported(table: Mapping[str, Any], task: str, *where: int) -> float:
+    """The paper's number in ``table`` for the task ``task`` stands in for, indexed by
+    ``where`` into the table's entry (e.g. ``0`` for a mean of ``(mean, std)``); NaN for
+    a task of your own that has no counterpart in the paper."""
+    entry = table.get(analogue(task))
+    if entry is None:
+        return math.nan
+    for index in where:
+        entry = entry[index]
+    return float(entry)
 
 
 # Tab. 4: prompt tuning, prompt tuning on the pruned model (top 2% per layer kept in the

@@ -187,3 +187,10 @@ def test_every_claim_links_to_a_heading_of_its_chapter() -> None:
             if line.startswith("#")
         }
         assert claim.anchor in headings, (claim.chapter, claim.anchor)
+
+
+def test_paper_numbers_for_tasks_with_and_without_a_counterpart() -> None:
+    assert paper.reported(paper.TABLE1_PROMPT, "rotten_tomatoes", 0) == 91.8  # SST-2's
+    assert paper.reported(paper.TABLE4, "amazon", 1, 0) == 87.6  # IMDB's pruned + PT
+    assert paper.reported(paper.TABLE4, "sst2", 2) == 1.34  # a Hub task stands for itself
+    assert math.isnan(paper.reported(paper.TABLE1_PROMPT, "reviews.csv", 0))
