@@ -186,11 +186,27 @@ def bootstrap_interval(
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
+MIN_TASKS = 4  # leave one out, and each target still has two other sources to rank
+
+
+def check_task_count(tasks: Sequence[str]) -> None:
+    """Raise ``ValueError`` before any work if there are too few tasks to correlate an
+    indicator with transfer: per target over its sources, and again with each task left
+    out, which needs `MIN_TASKS`."""
+    if len(tasks) < MIN_TASKS:
+        raise ValueError(
+            f"transfer needs at least {MIN_TASKS} tasks (each target ranks its sources, also "
+            f"with one task left out); got {len(tasks)}: {list(tasks)}"
+        )
+
+
 def leave_one_out(
     indicator: Float[Tensor, "source target"], transfer: Float[Tensor, "source target"]
 ) -> list[float]:
     """Mean correlation with each task removed from both sources and targets in turn."""
     n = indicator.shape[0]
+    if n < MIN_TASKS:
+        raise ValueError(f"leave-one-out needs at least {MIN_TASKS} tasks, got {n}")
     means = []
     for left in range(n):
         keep = [k for k in range(n) if k != left]

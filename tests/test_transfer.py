@@ -100,6 +100,13 @@ def test_relative_transfer_bootstrap_and_leave_one_out() -> None:
     assert transfer.leave_one_out(measured, measured) == pytest.approx([1.0] * 4)
     with pytest.raises(ValueError, match="at least three tasks"):
         transfer.target_correlations(accuracy, accuracy)
+    three = torch.rand(3, 3, generator=torch.Generator().manual_seed(1))
+    assert len(transfer.target_correlations(three, three)) == 3
+    with pytest.raises(ValueError, match="leave-one-out needs at least 4 tasks, got 3"):
+        transfer.leave_one_out(three, three)
+    with pytest.raises(ValueError, match=r"at least 4 tasks .*got 3: \['a', 'b', 'c'\]"):
+        transfer.check_task_count(["a", "b", "c"])
+    transfer.check_task_count(["a", "b", "c", "d"])
 
 
 def test_token_similarity_is_the_largest_inner_product_between_prompt_vectors() -> None:
