@@ -5,8 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= embedded
-export HF_HUB_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
+# Offline unless the profile is the paper's (Hub models and data), or you set the
+# variables yourself: `HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 make book PROFILE=mine.yaml`.
+HUB_OFFLINE := $(if $(filter paper,$(PROFILE)),0,1)
+export HF_HUB_OFFLINE ?= $(HUB_OFFLINE)
+export HF_DATASETS_OFFLINE ?= $(HUB_OFFLINE)
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install resources chromium book test unit lint clean

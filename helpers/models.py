@@ -218,13 +218,18 @@ def load_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
             f"unknown model {name!r}: not a short name {sorted(SHORT_NAMES)}, "
             "not an existing folder, and not of the form 'owner/name' of a Hub id"
         )
+    if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        raise UnknownModelError(
+            f"folder {source!r} holds no model: it has no config.json (a saved model has "
+            "config.json, its weights and its tokenizer files)"
+        )
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise UnknownModelError(
             f"cannot load model {name!r} from {source!r}: {error.__class__.__name__}. "
-            "A Hub id needs internet (HF_HUB_OFFLINE must be unset); short names: "
-            f"{sorted(SHORT_NAMES)}"
+            "A Hub id needs internet and HF_HUB_OFFLINE=0 (`make book` sets it to 0 for "
+            f"the paper profile only); short names: {sorted(SHORT_NAMES)}"
         ) from error
     arch = architecture(config.model_type)
     auto = AutoModelForMaskedLM if arch.kind == "encoder" else AutoModelForCausalLM

@@ -93,11 +93,14 @@ def test_load_backbone_from_local_folder(tmp_path) -> None:
     torch.testing.assert_close(loaded.model(**encoded).logits, tiny.model(**encoded).logits)
 
 
-def test_unknown_model_is_a_clear_error() -> None:
+def test_unknown_model_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(models.UnknownModelError, match="unknown model 'no-such-model'"):
         models.load_backbone("no-such-model")
-    with pytest.raises(models.UnknownModelError, match="nobody/nothing"):
+    with pytest.raises(models.UnknownModelError, match="nobody/nothing.*HF_HUB_OFFLINE=0"):
         models.load_backbone("nobody/nothing")
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(models.UnknownModelError, match="holds no model: it has no config.json"):
+        models.load_backbone(str(tmp_path))
 
 
 def test_unknown_architecture_is_a_clear_error() -> None:
