@@ -70,6 +70,9 @@ class TaskSpec:
         template: a hard prompt with ``{text}`` (and ``{text_pair}``) for zero-shot use.
         loader: returns the task's pools: ``all`` (no official split) or some of
             ``train``/``dev``/``test``.
+        files: the local files the data is read from (a task of your own); their sha256
+            is part of the split key, so an edited file gets new splits and everything
+            computed from them is computed anew.
     """
 
     name: str
@@ -80,6 +83,7 @@ class TaskSpec:
     description: str
     template: str
     loader: Callable[[], Pools] = field(repr=False, compare=False)
+    files: tuple[Path, ...] = field(default=(), compare=False)
 
     @property
     def n_classes(self) -> int:
@@ -560,6 +564,7 @@ def register_file_task(
         f"local file {file.name}",
         template or (NLI if text_pair_column else SENTIMENT),
         load,
+        (file.resolve(),),
     )
     if not names_hint:
         names_hint = tuple(load()["all"].features["label"].names)
@@ -572,6 +577,7 @@ def register_file_task(
             spec.description,
             spec.template,
             load,
+            spec.files,
         )
     TASKS[name] = spec
     return spec
@@ -748,6 +754,8 @@ def load_task(
         "balance": balance,
         "pool_sizes": {pool: len(data) for pool, data in sorted(pools.items())},
     }
+    if spec.files:
+        config["content"] = {file.name: resources.sha256_file(file) for file in spec.files}
 
     def compute() -> tuple[dict, dict]:
         chosen = split_indices(pools, sizes, stable_seed("splits", name, seed), balance)

@@ -93,6 +93,23 @@ def test_splits_are_persisted_and_reused(tiny_csv: Path, store) -> None:
     assert other.key != first.key
 
 
+def test_an_edited_task_file_gets_new_splits(tiny_csv: Path, store) -> None:
+    data.register_file_task("mine", tiny_csv)
+    first = data.load_task("mine", data.SplitSizes(8, 4, 4), seed=5, store=store)
+    text = tiny_csv.read_text()
+    flipped = (
+        text.replace("positive", "TMP").replace("negative", "positive").replace("TMP", "negative")
+    )
+    assert flipped != text and len(flipped.splitlines()) == len(text.splitlines())
+    tiny_csv.write_text(flipped)  # every label flipped, the same rows
+    data.register_file_task("mine", tiny_csv)
+    second = data.load_task("mine", data.SplitSizes(8, 4, 4), seed=5, store=store)
+    assert second.key != first.key
+    tiny_csv.write_text(text)
+    data.register_file_task("mine", tiny_csv)
+    assert data.load_task("mine", data.SplitSizes(8, 4, 4), seed=5, store=store).key == first.key
+
+
 def test_file_task_structure(tiny_csv: Path) -> None:
     spec = data.register_file_task("mine", tiny_csv)
     assert spec.label_names == ("negative", "positive")
