@@ -523,7 +523,9 @@ def register_file_task(
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a column is missing, or a label is not among ``label_names``.
+        ValueError: the file is not UTF-8 or has no examples, a column is missing, an
+            example has no text, or a label is not among ``label_names``; each names the
+            file (and the line).
     """
     file = Path(path)
     if not file.exists():
@@ -535,7 +537,18 @@ def register_file_task(
     def load() -> Pools:
         from datasets import load_dataset
 
-        raw = load_dataset(kind, data_files=str(file), split="train")
+        try:
+            file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"task file {file} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+            ) from None
+        try:
+            raw = load_dataset(kind, data_files=str(file), split="train")
+        except ValueError as error:  # e.g. a file with a header and no rows
+            raise ValueError(f"task file {file} has no examples ({error})") from None
+        if len(raw) == 0:
+            raise ValueError(f"task file {file} has no examples")
         for column in (text_column, label_column, text_pair_column):
             if column is not None and column not in raw.column_names:
                 raise ValueError(f"task file {file} has no column {column!r}: {raw.column_names}")
@@ -550,8 +563,16 @@ def register_file_task(
             if label_names is None:
                 raise ValueError(f"integer labels in {file} need label_names")
             labels = [int(v) for v in values]
+        texts = raw[text_column]
+        empty = [i for i, text in enumerate(texts) if text is None or not str(text).strip()]
+        if empty:
+            first = empty[0] + (2 if kind == "csv" else 1)  # a CSV's first row is its header
+            raise ValueError(
+                f"task file {file}: {len(empty)} examples have no {text_column!r} "
+                f"(the first on line {first}); fill or remove them"
+            )
         pairs = raw[text_pair_column] if text_pair_column else [None] * len(labels)
-        rows = list(zip(raw[text_column], pairs, labels, strict=True))
+        rows = list(zip(map(str, texts), pairs, labels, strict=True))
         return {"all": _from_rows(rows, names)}
 
     names_hint = tuple(label_names) if label_names else ()

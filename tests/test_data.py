@@ -144,6 +144,18 @@ def test_file_task_bad_input(tmp_path: Path, tiny_csv: Path) -> None:
         data.register_file_task("x", tmp_path / "missing.csv")
     with pytest.raises(ValueError, match="no column 'sentence'"):
         data.register_file_task("x", tiny_csv, text_column="sentence")
+    cases = {
+        b"text,label\n\xff\xfe bad bytes,positive\nfine,negative\n": "is not UTF-8 text",
+        b"text,label\n": "has no examples",
+        b"text,label\nok,positive\n,negative\nfine,positive\n": (
+            "1 examples have no 'text' \\(the first on line 3\\)"
+        ),
+    }
+    for i, (content, message) in enumerate(cases.items()):
+        bad = tmp_path / f"bad{i}.csv"
+        bad.write_bytes(content)
+        with pytest.raises(ValueError, match=f"task file {bad}.*{message}"):
+            data.register_file_task("x", bad)
 
 
 def test_unknown_task_names_the_known_ones() -> None:
