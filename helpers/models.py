@@ -233,7 +233,15 @@ def load_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
         ) from error
     arch = architecture(config.model_type)
     auto = AutoModelForMaskedLM if arch.kind == "encoder" else AutoModelForCausalLM
-    model = auto.from_pretrained(source, dtype=dtype)
+    model, loading = auto.from_pretrained(source, dtype=dtype, output_loading_info=True)
+    missing = sorted(loading["missing_keys"]) + sorted(loading["mismatched_keys"])
+    if missing:
+        head = "masked-LM" if arch.kind == "encoder" else "language-model"
+        raise UnknownModelError(
+            f"model {name!r} lacks {len(missing)} weights that transformers would fill with "
+            f"random values, e.g. {missing[:3]}: the verbalizer reads the {head} head, so "
+            "use a checkpoint saved with it (not a sentence-embedding or base model)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(source)
     return _prepare(name, model, tokenizer)
 

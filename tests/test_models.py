@@ -98,6 +98,11 @@ def test_unknown_model_is_a_clear_error(tmp_path) -> None:
         models.load_backbone("no-such-model")
     with pytest.raises(models.UnknownModelError, match="nobody/nothing.*HF_HUB_OFFLINE=0"):
         models.load_backbone("nobody/nothing")
+    roberta = models.tiny_backbone("roberta")
+    roberta.model.roberta.save_pretrained(tmp_path / "base")  # no masked-LM head
+    roberta.tokenizer.save_pretrained(tmp_path / "base")
+    with pytest.raises(models.UnknownModelError, match="lacks .* weights .*masked-LM head"):
+        models.load_backbone(str(tmp_path / "base"))
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(models.UnknownModelError, match="holds no model: it has no config.json"):
         models.load_backbone(str(tmp_path))
