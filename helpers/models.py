@@ -180,13 +180,44 @@ def architecture(model_type: str) -> Architecture:
     if model_type not in ARCHITECTURES:
         raise UnknownArchitectureError(
             f"no architecture entry for model_type {model_type!r}; "
-            f"registered: {sorted(ARCHITECTURES)}"
+            f"registered: {sorted(ARCHITECTURES)}. To add one, name where its blocks and "
+            f"FFN projections live: helpers.models.ARCHITECTURES[{model_type!r}] = "
+            "Architecture(kind, layers, ffn_in, ffn_out, head), e.g. the Llama entry "
+            f"{_LLAMA}"
         )
     return ARCHITECTURES[model_type]
 
 
+def check_architecture(model: nn.Module, arch: Architecture) -> None:
+    """Raise `UnknownArchitectureError` unless every module an entry names exists in the
+    model, the FFN input projections produce as many neurons as the output projection
+    reads, and the neuron site is a linear layer (or GPT-2's Conv1D)."""
+    where = f"architecture entry {arch} on {type(model).__name__}"
+    try:
+        blocks = list(_get(model, arch.layers))
+        _get(model, arch.head)
+        sites = [_get(block, arch.ffn_out) for block in blocks]
+        inputs = [_get(blocks[0], path) for path in arch.ffn_in]
+    except (AttributeError, TypeError) as error:
+        raise UnknownArchitectureError(f"{where}: a named module is missing ({error})") from None
+    if not blocks:
+        raise UnknownArchitectureError(f"{where}: {arch.layers!r} holds no blocks")
+    if not all(hasattr(site, "weight") for site in sites):
+        raise UnknownArchitectureError(f"{where}: {arch.ffn_out!r} has no weight")
+    width = ffn_width(sites[0])
+    for module in inputs:
+        weight = module.weight
+        produced = weight.shape[0] if isinstance(module, nn.Linear) else weight.shape[1]
+        if produced != width:
+            raise UnknownArchitectureError(
+                f"{where}: an FFN input projection makes {produced} neurons but "
+                f"{arch.ffn_out!r} reads {width}"
+            )
+
+
 def _prepare(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Backbone:
     arch = architecture(model.config.model_type)
+    check_architecture(model, arch)
     model.eval()
     model.requires_grad_(False)
     if tokenizer.pad_token is None:

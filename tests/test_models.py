@@ -120,3 +120,18 @@ def test_embedded_backbone_is_smollm2() -> None:
     assert summary["class"] == "LlamaForCausalLM"
     assert (summary["layers"], summary["ffn_width"], summary["neurons"]) == (30, 1536, 46080)
     assert summary["vocabulary"] == 49152
+
+
+def test_an_architecture_entry_is_checked_against_the_model() -> None:
+    from dataclasses import replace
+
+    tiny = models.tiny_backbone("llama")
+    models.check_architecture(tiny.model, tiny.arch)
+    wrong_name = replace(tiny.arch, ffn_out="mlp.down")
+    with pytest.raises(models.UnknownArchitectureError, match="a named module is missing"):
+        models.check_architecture(tiny.model, wrong_name)
+    wrong_input = replace(tiny.arch, ffn_in=("self_attn.q_proj",))
+    with pytest.raises(models.UnknownArchitectureError, match="makes .* neurons but"):
+        models.check_architecture(tiny.model, wrong_input)
+    with pytest.raises(models.UnknownArchitectureError, match="To add one.*ARCHITECTURES"):
+        models.architecture("opt")
