@@ -32,7 +32,7 @@ FORMAT = 1
 
 
 class CorruptArtefactError(RuntimeError):
-    """An artefact's files do not match the checksums in its ``meta.json``."""
+    """An artefact's files (or a results file) do not match the checksums written with them."""
 
 
 def canonical_json(value: Any) -> str:
@@ -177,30 +177,44 @@ class ArtefactStore:
         return self.load(stage, key)
 
     def write_results(self, chapter: str, results: Mapping[str, Any]) -> Path:
-        """Write a chapter's headline numbers to ``results/<chapter>.json`` atomically.
+        """Write a chapter's headline numbers to ``results/<chapter>.json`` atomically,
+        with their sha256 beside them (``<chapter>.sha256``).
 
         The reproduction ledger reads these files; no number is typed into the book.
         """
         folder = self.root / "results"
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{chapter}.json"
-        tmp = folder / f".tmp-{chapter}.json"
-        tmp.write_text(json.dumps(dict(results), indent=1, default=str))
-        os.replace(tmp, final)
+        text = json.dumps(dict(results), indent=1, default=str)
+        for path, content in (
+            (folder / f"{chapter}.sha256", hashlib.sha256(text.encode()).hexdigest()),
+            (final, text),
+        ):
+            tmp = folder / f".tmp-{path.name}"
+            tmp.write_text(content)
+            os.replace(tmp, path)
         return final
 
     def read_results(self, chapter: str) -> dict[str, Any]:
-        """Read the headline numbers an earlier chapter wrote.
+        """Read the headline numbers an earlier chapter wrote, checking their sha256.
 
         Raises:
             FileNotFoundError: the chapter has not been run with this store.
+            CorruptArtefactError: the file was changed after the chapter wrote it, or has
+                no checksum (written by an older version): rerun that chapter.
         """
         path = self.root / "results" / f"{chapter}.json"
         if not path.exists():
             raise FileNotFoundError(
                 f"no results of {chapter} in {self.root}; run that chapter first"
             )
-        return json.loads(path.read_text())
+        text = path.read_text()
+        stamp = path.with_suffix(".sha256")
+        expected = stamp.read_text().strip() if stamp.exists() else None
+        if expected != hashlib.sha256(text.encode()).hexdigest():
+            why = "has no checksum" if expected is None else "was changed after it was written"
+            raise CorruptArtefactError(f"{path} {why}; rerun chapter {chapter} to write it anew")
+        return json.loads(text)
 
     def cached(
         self,

@@ -56,3 +56,18 @@ def test_failed_computation_leaves_nothing(store: ArtefactStore) -> None:
         store.cached("s", {"a": 2}, broken)
     assert store.find("s", store.key("s", {"a": 2})) is None
     assert not list((store.root).glob("s/.tmp-*"))
+
+
+def test_results_files_are_checked_against_their_sha256(store: ArtefactStore) -> None:
+    path = store.write_results("00_chapter", {"accuracy": 0.8, "rows": [1, 2]})
+    assert store.read_results("00_chapter") == {"accuracy": 0.8, "rows": [1, 2]}
+    path.write_text(path.read_text().replace("0.8", "0.9"))  # a hand-edited number
+    with pytest.raises(CorruptArtefactError, match="was changed after it was written"):
+        store.read_results("00_chapter")
+    path.with_suffix(".sha256").unlink()
+    with pytest.raises(CorruptArtefactError, match="has no checksum; rerun chapter 00_chapter"):
+        store.read_results("00_chapter")
+    store.write_results("00_chapter", {"accuracy": 0.9})
+    assert store.read_results("00_chapter") == {"accuracy": 0.9}
+    with pytest.raises(FileNotFoundError, match="run that chapter first"):
+        store.read_results("01_other")
