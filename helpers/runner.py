@@ -207,6 +207,18 @@ def check_profile(profile: str, root: Path = ROOT) -> None:
         raise ProfileError(f"profile {profile!r} cannot run:\n{listed}")
 
 
+def store_dir(profile: str, overrides: dict[str, Any]) -> str:
+    """The artefact store a profile's chapters share, as the chapters see it (from
+    ``notebooks/``): the default store for ``embedded``, a store of its own for any other
+    profile (``artefacts/<profile name>``), so that two profiles never mix results; a
+    profile's own ``store_dir`` wins."""
+    if "store_dir" in overrides:
+        return str(overrides["store_dir"])
+    if profile == "embedded":
+        return "../artefacts"
+    return f"../artefacts/{Path(profile).stem}"
+
+
 def execute(
     profile: str,
     out: Path,
@@ -235,7 +247,9 @@ def execute(
 
     check_profile(profile, root)
     status_file = out.parent / "run_status.json"
-    overrides = load_profile(profile, root) | {"run_status": str(status_file)} | (extra or {})
+    overrides = load_profile(profile, root)
+    overrides |= {"store_dir": store_dir(profile, overrides), "run_status": str(status_file)}
+    overrides |= extra or {}
     chosen = [
         notebook
         for notebook in notebooks(root)

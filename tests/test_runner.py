@@ -104,6 +104,13 @@ def test_task_parameters_follow_tasks_unless_set(tmp_path: Path) -> None:
     assert runner.task_parameters(chapters["01_prompt_tuning"], kept) == ({}, [])
 
 
+def test_each_profile_has_a_store_of_its_own() -> None:
+    assert runner.store_dir("embedded", {}) == "../artefacts"
+    assert runner.store_dir("ci", {}) == "../artefacts/ci"
+    assert runner.store_dir("path/to/mine.yaml", {}) == "../artefacts/mine"
+    assert runner.store_dir("ci", {"store_dir": "/data/store"}) == "/data/store"
+
+
 def test_a_failing_chapter_is_named_with_its_cell(tmp_path: Path) -> None:
     notebook = nbformat.v4.new_notebook()
     parameters = nbformat.v4.new_code_cell("size = 3  # how many")
