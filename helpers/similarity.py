@@ -117,6 +117,21 @@ def type_summary(
     return {key: float(np.mean(v)) if v else float("nan") for key, v in groups.items()}
 
 
+def group_curves(
+    by_layer: Float[Tensor, "task task layer"], names: Sequence[str], types: Mapping[str, str]
+) -> dict[str, np.ndarray]:
+    """The mean per-layer similarity of the pairs in each `pair_group`; a group without
+    pairs (e.g. no two tasks of one type) is left out rather than averaged over nothing.
+
+    Paper: App. E, Fig. 14 (task-specificity layer by layer).
+    """
+    groups: dict[str, list[np.ndarray]] = {"same task": [], "same type": [], "cross type": []}
+    for i in range(len(names)):
+        for j in range(i, len(names)):
+            groups[pair_group(names[i], names[j], types)].append(by_layer[i, j].numpy())
+    return {group: np.mean(curves, axis=0) for group, curves in groups.items() if curves}
+
+
 def by_task(matrix: Float[Tensor, "view view"], names: Sequence[str]) -> tuple[list[str], Tensor]:
     """Average a matrix over views (``task:subtask``) into one row and column per task."""
     tasks = list(dict.fromkeys(name.split(":")[0] for name in names))

@@ -76,6 +76,20 @@ def test_type_summary_groups_pairs_by_task_and_type() -> None:
     assert summary["cross type"] == pytest.approx(0.1)
 
 
+def test_group_curves_average_each_group_and_leave_out_empty_ones() -> None:
+    names = ["a", "b", "c"]
+    by_layer = torch.zeros(3, 3, 2)
+    by_layer[0, 0] = by_layer[1, 1] = by_layer[2, 2] = torch.tensor([0.5, 0.7])
+    by_layer[0, 1] = torch.tensor([0.2, 0.4])  # a and b: one type
+    by_layer[0, 2] = by_layer[1, 2] = torch.tensor([0.0, 0.1])  # c: another
+    curves = similarity.group_curves(by_layer, names, {"a": "x", "b": "x", "c": "y"})
+    np.testing.assert_allclose(curves["same task"], [0.5, 0.7])
+    np.testing.assert_allclose(curves["same type"], [0.2, 0.4])
+    np.testing.assert_allclose(curves["cross type"], [0.0, 0.1])
+    alone = similarity.group_curves(by_layer, names, {"a": "x", "b": "y", "c": "z"})
+    assert set(alone) == {"same task", "cross type"}  # no two tasks of one type
+
+
 @pytest.mark.parametrize(
     ("overlap", "total", "size_a", "size_b"),
     [
