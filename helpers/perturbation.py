@@ -169,14 +169,16 @@ def random_counterpart(
 
     With ``scale`` (each neuron's activation spread, `neuron_spread`), the draw is also
     stratified by scale: each layer's neurons are cut into strata at the ``strata``
-    quantiles of that layer's spreads, and the random set takes as many neurons from each
-    stratum as ``neurons`` has there. A few neurons of a backbone can have spreads
-    hundreds of times the median; a plain draw that hits one of them is dominated by it,
-    a stratified draw holds as many of them as the chosen set does.
+    quantiles of that layer's spreads, the `massive` neurons forming one more stratum,
+    and the random set takes as many neurons from each stratum as ``neurons`` has there.
+    A few neurons of a backbone can have spreads hundreds of times the median; a plain
+    draw that hits one of them is dominated by it, a stratified draw holds exactly as
+    many of them, in every layer, as the chosen set does.
     """
     generator = torch.Generator().manual_seed(seed)
     out = torch.zeros_like(neurons, dtype=torch.bool)
     width = neurons.shape[1]
+    large = None if scale is None else massive(scale)
     for layer in range(neurons.shape[0]):
         if scale is None:
             count = int(neurons[layer].sum())
@@ -184,7 +186,8 @@ def random_counterpart(
             continue
         cuts = torch.quantile(scale[layer].double(), torch.tensor(list(strata)).double())
         stratum = torch.bucketize(scale[layer].double(), cuts)
-        for level in range(len(strata) + 1):
+        stratum[large[layer]] = len(strata) + 1  # the massive neurons: a stratum of their own
+        for level in range(len(strata) + 2):
             members = (stratum == level).nonzero().flatten()
             count = int((neurons[layer] & (stratum == level)).sum())
             out[layer, members[torch.randperm(len(members), generator=generator)[:count]]] = True

@@ -147,7 +147,7 @@ def test_stratified_counterpart_matches_each_layers_spread_strata() -> None:
     chosen[:, 0], chosen[:, 150:160] = True, True  # one massive neuron and ten others
     large = perturbation.massive(scale)
     assert large.sum(dim=1).tolist() == [2, 2, 2]
-    plain_hits, strata = [], (0.5, 0.9, 0.99)
+    plain_hits, strata = [], (0.5, 0.9)  # the top stratum: 20 neurons, 2 of them massive
     for seed in range(40):
         drawn = perturbation.random_counterpart(chosen, seed, scale, strata)
         assert drawn.sum(dim=1).tolist() == chosen.sum(dim=1).tolist()
@@ -155,8 +155,10 @@ def test_stratified_counterpart_matches_each_layers_spread_strata() -> None:
         for layer in range(3):  # as many from each stratum of the layer as the chosen set
             cuts = torch.quantile(scale[layer].double(), torch.tensor(strata).double())
             level = torch.bucketize(scale[layer].double(), cuts)
-            counts = [int((drawn[layer] & (level == k)).sum()) for k in range(4)]
-            assert counts == [int((chosen[layer] & (level == k)).sum()) for k in range(4)]
+            level[large[layer]] = len(strata) + 1
+            counts = [int((drawn[layer] & (level == k)).sum()) for k in range(len(strata) + 2)]
+            expected = [int((chosen[layer] & (level == k)).sum()) for k in range(len(strata) + 2)]
+            assert counts == expected
         plain = perturbation.random_counterpart(chosen, seed)
         plain_hits.append(int((plain & large).sum()))
     assert plain_hits.count(3) < 40  # a plain draw rarely holds one massive neuron a layer
