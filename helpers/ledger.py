@@ -146,7 +146,9 @@ def _tab3(results: Results) -> Effect:
     return Effect(units, 0.0, paper_gap, "points")
 
 
-def _at_largest(rows: Sequence[Mapping[str, Any]], own: Callable[[Mapping[str, Any]], bool]):
+def _at_largest(
+    rows: Sequence[Mapping[str, Any]], own: Callable[[Mapping[str, Any]], bool]
+) -> dict[str, float]:
     """Per task: random order's mean accuracy minus the own order's, in points, at the
     largest fraction swept (means over trials and random draws)."""
     table = pd.DataFrame(list(rows))
