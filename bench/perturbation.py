@@ -50,16 +50,18 @@ def main() -> None:
     def plain() -> list[float]:
         # A fresh cache per condition: the text is recomputed every time.
         return [
-            perturbation.perturbed_accuracy(
+            perturbation.perturbed_evaluation(
                 model, task.test, s, noise, i, args.batch_size, engine.TextCaches()
-            )
+            ).accuracy
             for i, s in enumerate(sets)
         ]
 
     def reusing() -> list[float]:
         caches = engine.TextCaches()
         return [
-            perturbation.perturbed_accuracy(model, task.test, s, noise, i, args.batch_size, caches)
+            perturbation.perturbed_evaluation(
+                model, task.test, s, noise, i, args.batch_size, caches
+            ).accuracy
             for i, s in enumerate(sets)
         ]
 
@@ -67,7 +69,9 @@ def main() -> None:
 
     def official() -> list[float]:
         return [
-            perturbation.perturbed_accuracy(model, task.test, s, everywhere, i, args.batch_size)
+            perturbation.perturbed_evaluation(
+                model, task.test, s, everywhere, i, args.batch_size
+            ).accuracy
             for i, s in enumerate(sets)
         ]
 

@@ -4,15 +4,27 @@ Every row is computed from the chapters' results files (``results/<chapter>.json
 artefact store), never typed by hand. A claim is stated as an *effect*, one number per
 unit (a task, a method and task, or a random label-word choice), oriented so that the
 paper claims it is above the row's *null*. This book's estimate is the mean over the
-units; its 95% interval is Student's t over them (the units are the population the
-paper's claim is about: tasks, not examples). Every row is then judged by one rule:
+units. Its 95% interval depends on what the row's numbers are:
+
+- where each unit's effect is measured on examples (accuracies on a test split), the
+  units are the book's tasks, taken as fixed, as the paper's claims are about its own
+  tasks; the interval covers the measurement: which examples were drawn, which trials
+  and which random draws (a normal interval from each unit's standard error,
+  `Effect.errors`). Paired comparisons on the same examples use each example's outcome
+  (chapter 03 keeps them); comparisons whose per-example outcomes are not kept count
+  the two accuracies as independent, which can only widen the interval. The table also
+  shows Student's t over the units ("across units"), which asks instead whether the
+  effect would generalise to other tasks like these;
+- otherwise (similarities, z-scores, correlations, timings), Student's t over the units.
+
+Every row is then judged by one rule:
 
 - ``holds``: the interval lies above the null (the effect is there, in the paper's
   direction);
 - ``fails``: the interval lies below the paper's effect (an effect as large as the
   paper's is excluded), or wholly below the null where the paper gives no number;
-- ``undecided``: neither. The row then says how many units would decide it if the
-  estimate and the spread stayed as they are;
+- ``undecided``: neither. The row then says what would decide it if the estimate and
+  the spread stayed as they are: so many units, or so many times the examples;
 - ``not run``: the chapter's results are missing.
 
 Claims of equivalence ("about as well", "keeps accuracy", "does not depend") take a
@@ -34,6 +46,7 @@ from pandas.io.formats.style import Styler
 from scipy import stats
 
 from helpers import paper
+from helpers.perturbation import correct_matrix
 from helpers.store import ArtefactStore
 
 Results = Mapping[str, Mapping[str, Any]]
@@ -50,15 +63,32 @@ class Effect:
         null: the value under "no effect" (or the equivalence margin).
         paper: the paper's effect on the same scale, or None where it gives no number.
         unit: what the numbers are (e.g. "points").
+        errors: unit name -> standard error of that unit's effect from its measurement
+            (examples, trials, random draws); with it the units are fixed and the
+            interval covers the measurement alone. None: Student's t over the units.
     """
 
     units: Mapping[str, float]
     null: float
     paper: float | None
     unit: str
+    errors: Mapping[str, float] | None = None
 
     def interval(self, level: float = LEVEL) -> tuple[float, float, float]:
-        """Return the mean over units and its Student-t interval (NaN below two units)."""
+        """Return the mean over units and its interval: from the units' standard errors
+        where there are ``errors``, else Student's t over the units (NaN below two)."""
+        if self.errors is None:
+            return self.across_units(level)
+        values = np.asarray(list(self.units.values()), dtype=float)
+        mean = float(values.mean()) if len(values) else math.nan
+        errors = np.asarray([self.errors[name] for name in self.units], dtype=float)
+        half = stats.norm.ppf((1 + level) / 2) * math.sqrt(float((errors**2).sum()))
+        half /= max(len(values), 1)
+        return mean, mean - half, mean + half
+
+    def across_units(self, level: float = LEVEL) -> tuple[float, float, float]:
+        """Return the mean over units and its Student-t interval over them (NaN below two
+        units): whether the effect generalises to other units like these."""
         values = np.asarray(list(self.units.values()), dtype=float)
         mean = float(values.mean()) if len(values) else math.nan
         if len(values) < 2:
@@ -79,22 +109,81 @@ def verdict(effect: Effect, level: float = LEVEL) -> str:
     return FAILS if high < bar else UNDECIDED
 
 
+def _distance(effect: Effect, mean: float) -> float:
+    """How far the estimate is from the nearer decision: above the null, or below the
+    paper's effect (or below the null where the paper gives no number)."""
+    if effect.paper is None:
+        return abs(mean - effect.null)
+    return max(mean - effect.null, effect.paper - mean)
+
+
 def units_to_decide(effect: Effect, level: float = LEVEL) -> int | None:
-    """How many units would make the interval exclude the null or the paper's effect (the
-    nearer decision), at today's estimate and spread; None if no number of units would
-    (the estimate sits on the null) or the spread is unknown (fewer than two units)."""
-    mean, low, high = effect.interval(level)
+    """How many units would make the Student-t interval exclude the null or the paper's
+    effect (the nearer decision), at today's estimate and spread; None if no number of
+    units would (the estimate sits on the null) or the spread is unknown (fewer than two
+    units)."""
+    mean, low, high = effect.across_units(level)
     n = len(effect.units)
     if math.isnan(low) or high == low:
         return None
-    half = (high - low) / 2
-    if effect.paper is None:
-        distance = abs(mean - effect.null)
-    else:  # the nearer of "above the null" and "below the paper's effect"
-        distance = max(mean - effect.null, effect.paper - mean)
+    distance = _distance(effect, mean)
     if distance <= 0:
         return None
-    return max(n + 1, math.ceil(n * (half / distance) ** 2))
+    return max(n + 1, math.ceil(n * ((high - low) / 2 / distance) ** 2))
+
+
+def examples_to_decide(effect: Effect, level: float = LEVEL) -> float | None:
+    """For an effect with ``errors``: by what factor every unit's examples would have to
+    grow for the interval to exclude the null or the paper's effect (standard errors
+    shrink with the square root of the examples), at today's estimate; None if none
+    would (the estimate sits on the null) or the interval is empty."""
+    mean, low, high = effect.interval(level)
+    distance = _distance(effect, mean)
+    if math.isnan(low) or high == low or distance <= 0:
+        return None
+    return ((high - low) / 2 / distance) ** 2
+
+
+def to_decide(effect: Effect, level: float = LEVEL) -> str:
+    """What would decide an undecided row, in words (empty if nothing would)."""
+    if effect.errors is not None:
+        factor = examples_to_decide(effect, level)
+        return "" if factor is None else f"{factor:.1f}× the examples"
+    needed = units_to_decide(effect, level)
+    return "" if needed is None else f"{needed} units"
+
+
+def paired_error(differences: np.ndarray, draws: np.ndarray | None = None) -> float:
+    """Standard error of a mean paired difference over examples, in the differences' unit.
+
+    Args:
+        differences: per example, the difference between two conditions on it (e.g. the
+            mean over random draws of being right, minus being right in the own order).
+        draws: where one side is a mean over random draws, each draw's mean; their spread
+            adds the draws' own noise (with one draw there is no spread to add).
+    """
+    n = len(differences)
+    variance = float(np.var(differences, ddof=1)) / n if n > 1 else math.nan
+    if draws is not None and len(draws) > 1:
+        variance += float(np.var(draws, ddof=1)) / len(draws)
+    return math.sqrt(variance)
+
+
+def binomial_error(accuracies: Sequence[float], examples: int) -> float:
+    """Standard error of a difference of accuracies (fractions) on ``examples`` each, taken
+    as independent: an upper bound where both are measured on the same examples, since
+    outcomes on one example agree more often than chance."""
+    return math.sqrt(sum(a * (1 - a) for a in accuracies) / examples)
+
+
+def trial_error(within: Sequence[float], values: Sequence[float]) -> float:
+    """Standard error of a unit's mean over trials that share one test split: each
+    trial's own measurement error (``within``, not shrunk by averaging, since the trials
+    share their examples) plus the spread between the trials' values."""
+    variance = float(np.mean(np.square(within)))
+    if len(values) > 1:
+        variance += float(np.var(values, ddof=1)) / len(values)
+    return math.sqrt(variance)
 
 
 @dataclass(frozen=True)
@@ -130,41 +219,80 @@ def _paper_mean(pairs: Mapping[str, tuple[float, float]]) -> float:
     return _mean([random - own for own, random in pairs.values()])
 
 
+def _test_sizes(results: Results) -> dict[str, int]:
+    """Each task's test examples, from chapter 00's split table (empty if not run)."""
+    splits = results.get("00_data_and_models", {}).get("splits", [])
+    return {r["task"]: int(r["n"]) for r in splits if r["split"] == "test"}
+
+
 def _tab1(results: Results) -> Effect:
-    rows = results["02_neuron_discovery"]["table1"]
-    units = {r["task"]: r["top soft neuron"] - r["prompt tuning"] for r in rows}
+    found = results["02_neuron_discovery"]
+    units = {r["task"]: r["top soft neuron"] - r["prompt tuning"] for r in found["table1"]}
     paper_gap = _mean(
         [paper.TABLE1_NEURON[t][0] - paper.TABLE1_PROMPT[t][0] for t in paper.TABLE1_PROMPT]
     )
-    return Effect(units, -3.0, paper_gap, "points")
+    sizes, prompts = _test_sizes(results), results.get("01_prompt_tuning", {}).get("trials")
+    neurons = found.get("top_neuron_trials", {}).get("top soft neuron")
+    errors = None
+    if prompts and neurons and all(task in sizes for task in units):
+        errors = {}
+        for task in units:  # trials in seed order in both chapters
+            neuron = neurons[task]
+            prompt = [r["test_accuracy"] / 100 for r in prompts if r["task"] == task]
+            pairs = list(zip(neuron, prompt, strict=True))
+            within = [binomial_error(pair, sizes[task]) for pair in pairs]
+            errors[task] = 100 * trial_error(within, [a - b for a, b in pairs])
+    return Effect(units, -3.0, paper_gap, "points", errors)
 
 
 def _tab3(results: Results) -> Effect:
     rows = results["02_neuron_discovery"]["table3"]
     units = {r["task"]: r["random prompt"] - r["random model"] for r in rows}
     paper_gap = _mean([prompt - model for prompt, model in paper.TABLE3_RANDOM.values()])
-    return Effect(units, 0.0, paper_gap, "points")
+    sizes = _test_sizes(results)
+    errors = None
+    if all(r["task"] in sizes for r in rows):
+        errors = {
+            r["task"]: 100
+            * binomial_error([r["random prompt"] / 100, r["random model"] / 100], sizes[r["task"]])
+            for r in rows
+        }
+    return Effect(units, 0.0, paper_gap, "points", errors)
 
 
 def _at_largest(
     rows: Sequence[Mapping[str, Any]], own: Callable[[Mapping[str, Any]], bool]
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, float] | None]:
     """Per task: random order's mean accuracy minus the own order's, in points, at the
-    largest fraction swept (means over trials and random draws)."""
+    largest fraction swept (means over trials and random draws), and its standard error
+    from the per-example outcomes, paired on the same examples (None where the rows
+    have no outcomes)."""
     table = pd.DataFrame(list(rows))
     top = table[table["fraction"] == table["fraction"].max()]
-    units = {}
+    units: dict[str, float] = {}
+    errors: dict[str, float] | None = {} if "correct" in table else None
     for task, part in top.groupby("task", sort=False):
-        mine = part[part.apply(own, axis=1)]["accuracy"].mean()
-        random = part[part["order"] == "random"]["accuracy"].mean()
-        units[str(task)] = 100 * float(random - mine)
-    return units
+        mine = part[part.apply(own, axis=1)]
+        random = part[part["order"] == "random"]
+        units[str(task)] = 100 * float(random["accuracy"].mean() - mine["accuracy"].mean())
+        if errors is None:
+            continue
+        effects, within = [], []
+        for trial, mine_trial in mine.groupby("trial"):
+            drawn = correct_matrix(random[random["trial"] == trial].to_dict(orient="records"))
+            differences = drawn.mean(axis=0) - correct_matrix(
+                mine_trial.to_dict(orient="records")
+            ).mean(axis=0)
+            effects.append(float(differences.mean()))
+            within.append(paired_error(differences, drawn.mean(axis=1)))
+        errors[str(task)] = 100 * trial_error(within, effects)
+    return units, errors
 
 
 def _fig4(results: Results) -> Effect:
     rows = results["03_perturbation"]["sweeps"]
-    units = _at_largest(rows, lambda r: r["order"] == r["task"])
-    return Effect(units, 0.0, _paper_mean(paper.FIG4_AT_17), "points")
+    units, errors = _at_largest(rows, lambda r: r["order"] == r["task"])
+    return Effect(units, 0.0, _paper_mean(paper.FIG4_AT_17), "points", errors)
 
 
 def _fig6(results: Results) -> Effect:
@@ -177,15 +305,35 @@ def _fig6(results: Results) -> Effect:
 
 
 def _fig15(results: Results) -> Effect:
-    rows = results["03_perturbation"]["selectivity"]
+    found = results["03_perturbation"]
+    rows = found["selectivity"]
     units = {r["task"]: 100 * (r["predictivity"] - r["selectivity index"]) for r in rows}
-    return Effect(units, 0.0, None, "points × fraction")
+    selectivity = found.get("selectivity_sweeps")
+    if not selectivity or "correct" not in selectivity[0]:
+        return Effect(units, 0.0, None, "points × fraction")
+    # The random curve cancels from the difference of the two importances: what is left
+    # is the area between the two orders' curves, a sum over each example's outcomes.
+    sweeps = pd.DataFrame(found["sweeps"])
+    sweeps = sweeps[(sweeps["trial"] == 0) & (sweeps["order"] == sweeps["task"])]
+    chosen = pd.DataFrame(selectivity)
+    errors = {}
+    for task in units:
+        curves = []
+        for part in (chosen[chosen["task"] == task], sweeps[sweeps["task"] == task]):
+            part = part.sort_values("fraction")
+            curves.append((part["fraction"].to_numpy(), correct_matrix(part.to_dict("records"))))
+        (x, by_index), (x_own, by_predictivity) = curves
+        if not np.array_equal(x, x_own):
+            raise ValueError(f"{task}: the two orders were swept at different fractions")
+        differences = np.trapezoid(by_index - by_predictivity, x, axis=0)
+        errors[task] = 100 * paired_error(differences)
+    return Effect(units, 0.0, None, "points × fraction", errors)
 
 
 def _fig7(results: Results) -> Effect:
     rows = results["03_perturbation"]["method_sweeps"]
-    units = _at_largest(rows, lambda r: r["order"] != "random") if rows else {}
-    return Effect(units, 0.0, _paper_mean(paper.FIG7_BITFIT_AT_17), "points")
+    units, errors = _at_largest(rows, lambda r: r["order"] != "random") if rows else ({}, None)
+    return Effect(units, 0.0, _paper_mean(paper.FIG7_BITFIT_AT_17), "points", errors)
 
 
 def _fig5(results: Results) -> Effect:
@@ -220,10 +368,19 @@ def _label_words(results: Results) -> Effect:
 
 
 def _tab4_accuracy(results: Results) -> Effect:
-    rows = results["05_pruning"]["table4"]
-    units = {r["task"]: r["pruned + prompt tuning"] - r["prompt tuning"] for r in rows}
+    trials = pd.DataFrame(results["05_pruning"]["trials"]).dropna(subset=["pruned + prompt tuning"])
+    sizes = _test_sizes(results)
+    units, errors = {}, {}
+    for task, part in trials.groupby("task", sort=False):  # retrained trials, paired
+        gaps = (part["pruned + prompt tuning"] - part["prompt tuning"]).tolist()
+        units[str(task)] = _mean(gaps)
+        if task in sizes:
+            after, before = part["pruned + prompt tuning"] / 100, part["prompt tuning"] / 100
+            pairs = zip(after, before, strict=True)
+            within = [binomial_error(pair, sizes[str(task)]) for pair in pairs]
+            errors[str(task)] = 100 * trial_error(within, [g / 100 for g in gaps])
     paper_gap = _mean([after[0] - before[0] for before, after, _ in paper.TABLE4.values()])
-    return Effect(units, -3.0, paper_gap, "points")
+    return Effect(units, -3.0, paper_gap, "points", errors if len(errors) == len(units) else None)
 
 
 def _tab4_speed(results: Results) -> Effect:
@@ -367,8 +524,8 @@ def ledger_rows(results: Results, claims: tuple[Claim, ...] = CLAIMS) -> list[di
         if claim.chapter in results:
             effect = claim.measure(results)
             mean, low, high = effect.interval()
+            _, across_low, across_high = effect.across_units()
             judged = verdict(effect)
-            needed = units_to_decide(effect) if judged == UNDECIDED else None
             row |= {
                 "estimate": mean,
                 "low": low,
@@ -377,8 +534,12 @@ def ledger_rows(results: Results, claims: tuple[Claim, ...] = CLAIMS) -> list[di
                 "paper": effect.paper,
                 "unit": effect.unit,
                 "units": len(effect.units),
+                "interval over": "examples, trials, draws (units fixed)"
+                if effect.errors is not None
+                else "units",
+                "across units": (across_low, across_high),
                 "verdict": judged,
-                "units to decide": needed,
+                "to decide": to_decide(effect) if judged == UNDECIDED else "",
                 "per unit": "; ".join(f"{k} {v:.2f}" for k, v in effect.units.items()),
             }
         else:
@@ -386,8 +547,10 @@ def ledger_rows(results: Results, claims: tuple[Claim, ...] = CLAIMS) -> list[di
                 **dict.fromkeys(("estimate", "low", "high", "null", "paper"), math.nan),
                 "unit": "",
                 "units": 0,
+                "interval over": "",
+                "across units": (math.nan, math.nan),
                 "verdict": NOT_RUN,
-                "units to decide": None,
+                "to decide": "",
                 "per unit": "",
             }
         rows.append(row | {"effect": claim.effect, "rule": claim.rule, "where": _where(claim)})
@@ -398,10 +561,16 @@ def _where(claim: Claim) -> str:
     return f"{claim.chapter}.html#{claim.anchor}"
 
 
+# Chapters whose results the measures read beside the deciding chapter: the split sizes
+# (00) and the prompts' per-trial accuracies (01).
+SUPPORT = ("00_data_and_models", "01_prompt_tuning")
+
+
 def load_results(store: ArtefactStore, claims: tuple[Claim, ...] = CLAIMS) -> dict[str, Any]:
-    """Read the results file of every chapter the claims need; skip chapters not yet run."""
+    """Read the results file of every chapter the claims need, and of the `SUPPORT`
+    chapters; skip chapters not yet run."""
     found = {}
-    for chapter in dict.fromkeys(claim.chapter for claim in claims):
+    for chapter in dict.fromkeys([*SUPPORT, *(claim.chapter for claim in claims)]):
         try:
             found[chapter] = store.read_results(chapter)
         except FileNotFoundError:
@@ -423,11 +592,15 @@ def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     ]
     frame["null"] = [_number(r["null"]) for r in rows]
     frame["paper"] = [_number(r["paper"]) if r["paper"] is not None else "no number" for r in rows]
-    frame["units to decide"] = [
-        "" if r["units to decide"] is None else str(r["units to decide"]) for r in rows
+    frame["across units"] = [
+        ""
+        if math.isnan(r["across units"][0])
+        else "[{}, {}]".format(*map(_number, r["across units"]))
+        for r in rows
     ]
     columns = ["source", "claim", "this book", "null", "paper", "verdict", "units"]
-    return frame[[*columns, "units to decide", "effect", "rule", "per unit", "where"]]
+    details = ["interval over", "across units", "effect", "rule", "per unit", "where"]
+    return frame[[*columns, "to decide", *details]]
 
 
 def styled(rows: list[dict[str, Any]]) -> Styler:

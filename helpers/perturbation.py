@@ -36,7 +36,7 @@ from helpers.checks import check_choice
 from helpers.data import stable_seed
 from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import SoftPromptModel, prefix_cached
+from helpers.prompting import Evaluation, SoftPromptModel, prefix_cached
 from helpers.store import ArtefactStore
 
 How = Literal["gaussian", "zero", "value"]
@@ -229,7 +229,7 @@ def neuron_values_for(
     return None
 
 
-def perturbed_accuracy(
+def perturbed_evaluation(
     model: SoftPromptModel,
     split: Dataset,
     neurons: Bool[Tensor, "layer ffn"],
@@ -238,8 +238,8 @@ def perturbed_accuracy(
     batch_size: int = 32,
     caches: TextCaches | None = None,
     values: Float[Tensor, "layer ffn"] | None = None,
-) -> float:
-    """Test accuracy of a prompt model with the chosen neurons perturbed.
+) -> Evaluation:
+    """Predictions of a prompt model on a split with the chosen neurons perturbed.
 
     With ``scope="prompt"`` on a decoder the text runs once, unperturbed, from the text
     cache (whether or not the model keeps one itself): every batch's text is run before
@@ -265,9 +265,9 @@ def perturbed_accuracy(
         with prefix_cached(model):
             batches = caches.batches(model, split, batch_size)  # the text, without the hooks
             with perturbed(model.backbone, neurons, **hooks):
-                return model.evaluate(split, batch_size, batches=batches).accuracy
+                return model.evaluate(split, batch_size, batches=batches)
     with prefix_cached(model, False), perturbed(model.backbone, neurons, **hooks):
-        return model.evaluate(split, batch_size).accuracy
+        return model.evaluate(split, batch_size)
 
 
 def sweep(
@@ -299,22 +299,26 @@ def sweep(
 
     Returns:
         rows with ``order`` (a name of ``orders`` or ``random``), ``draw``, ``fraction``,
-        ``accuracy`` and, with ``scale``, ``massive``.
+        ``accuracy``, ``correct`` (each example's outcome in split order, as a string of
+        0s and 1s, for paired comparisons on the same examples: `correct_matrix`) and,
+        with ``scale``, ``massive``.
     """
     if own not in orders:
         raise ValueError(f"own order {own!r} is not among the orders {list(orders)}")
     caches = caches if caches is not None else TextCaches()
-    clean = model.evaluate(split, batch_size, caches=caches).accuracy
+    clean = model.evaluate(split, batch_size, caches=caches)
     large = None if scale is None else massive(scale)
 
     def row(
-        name: str, draw: int, fraction: float, accuracy: float, chosen: Tensor | None
+        name: str, draw: int, fraction: float, scored: Evaluation, chosen: Tensor | None
     ) -> dict[str, object]:
+        correct = scored.labels == scored.predictions
         found: dict[str, object] = {
             "order": name,
             "draw": draw,
             "fraction": fraction,
-            "accuracy": accuracy,
+            "accuracy": scored.accuracy,
+            "correct": "".join("1" if c else "0" for c in correct),
         }
         if large is not None:
             found["massive"] = 0 if chosen is None else int((chosen & large).sum())
@@ -330,19 +334,19 @@ def sweep(
         noise_seed = stable_seed("sweep", seed, f_index)
         for name, order in orders.items():
             chosen = order(fraction)
-            accuracy = perturbed_accuracy(
+            scored = perturbed_evaluation(
                 model, split, chosen, config, noise_seed, batch_size, caches, values
             )
-            rows.append(row(name, 0, fraction, accuracy, chosen))
+            rows.append(row(name, 0, fraction, scored, chosen))
             bar.update()
         own_set = orders[own](fraction)
         for draw in range(random_draws):
             draw_seed = stable_seed("random", seed, draw, f_index)
             chosen = random_counterpart(own_set, draw_seed, scale)
-            accuracy = perturbed_accuracy(
+            scored = perturbed_evaluation(
                 model, split, chosen, config, noise_seed, batch_size, caches, values
             )
-            rows.append(row("random", draw, fraction, accuracy, chosen))
+            rows.append(row("random", draw, fraction, scored, chosen))
             bar.update()
     bar.close()
     return rows
@@ -380,6 +384,7 @@ def stored_sweep(
         "random_draws": random_draws,
         "seed": seed,
         "n": len(split),
+        "rows": "per example",
         "stratified": None
         if scale is None
         else hashlib.sha256(scale.float().contiguous().numpy().tobytes()).hexdigest()[:16],
@@ -428,6 +433,17 @@ def importance(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
         curve = part.groupby("fraction")["accuracy"].mean()
         out[str(name)] = area_random - curve_area(curve.index, curve.to_numpy())
     return out
+
+
+def correct_matrix(rows: Sequence[Mapping[str, object]]) -> np.ndarray:
+    """Each row's per-example outcomes (``correct``, from `sweep`) as a 0/1 matrix
+    ``[rows, examples]``, for paired comparisons of conditions on the same examples."""
+    strings = [str(row["correct"]) for row in rows]
+    if len({len(s) for s in strings}) > 1:
+        raise ValueError("the rows were scored on different numbers of examples")
+    return np.array([[c == "1" for c in s] for s in strings], dtype=float).reshape(
+        len(strings), -1
+    )
 
 
 def zscored(matrix: pd.DataFrame) -> pd.DataFrame:

@@ -50,7 +50,17 @@ def _results() -> dict[str, dict]:
                 },
             ],
         },
+        "00_data_and_models": {
+            "splits": [{"task": t, "split": "test", "n": 5000} for t in "abc"]
+            + [{"task": t, "split": "dev", "n": 10} for t in "abc"]
+        },
         "05_pruning": {
+            "trials": [
+                {"task": "a", "trial": 0, "prompt tuning": 80.0, "pruned + prompt tuning": 79.5},
+                {"task": "a", "trial": 1, "prompt tuning": 81.0, "pruned + prompt tuning": None},
+                {"task": "b", "trial": 0, "prompt tuning": 90.0, "pruned + prompt tuning": 89.0},
+                {"task": "c", "trial": 0, "prompt tuning": 70.0, "pruned + prompt tuning": 69.5},
+            ],
             "table4": [
                 {
                     "task": "a",
@@ -106,6 +116,82 @@ def test_verdict_rule(values, null, paper_value, expected) -> None:
     assert ledger.verdict(effect) == expected
 
 
+def test_with_errors_the_units_are_fixed_and_the_interval_is_the_measurements() -> None:
+    effect = ledger.Effect({"a": 1.0, "b": 3.0}, 0.0, 5.0, "points", {"a": 0.3, "b": 0.4})
+    mean, low, high = effect.interval()
+    half = stats.norm.ppf(0.975) * math.sqrt(0.3**2 + 0.4**2) / 2
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert ledger.verdict(effect) == "holds"
+    # across the two tasks the same numbers decide nothing
+    _, across_low, _ = effect.across_units()
+    assert across_low < 0 < low
+    noisy = ledger.Effect({"a": 1.0, "b": 3.0}, 0.0, 5.0, "points", {"a": 3.0, "b": 4.0})
+    assert ledger.verdict(noisy) == "undecided"
+    factor = ledger.examples_to_decide(noisy)
+    _, low, high = noisy.interval()
+    # the first bar the shrinking interval clears: "below the paper's 5" (3 away; the null
+    # is 2 away)
+    assert factor == pytest.approx(((high - low) / 2 / 3.0) ** 2)
+    assert ledger.to_decide(noisy) == f"{factor:.1f}× the examples"
+    # with that many more examples (errors shrink by its square root) the row is decided
+    shrunk = {k: v / math.sqrt(factor * 1.01) for k, v in noisy.errors.items()}
+    assert ledger.verdict(ledger.Effect(noisy.units, 0.0, 5.0, "points", shrunk)) == "fails"
+
+
+def test_standard_errors_known_answers() -> None:
+    differences = np.array([1.0, 0.0, 0.0, 1.0])
+    assert ledger.paired_error(differences) == pytest.approx(math.sqrt(1 / 3 / 4))
+    with_draws = ledger.paired_error(differences, np.array([0.5, 0.7]))
+    assert with_draws == pytest.approx(math.sqrt(1 / 12 + 0.02 / 2))
+    assert ledger.binomial_error([0.5, 0.5], 100) == pytest.approx(math.sqrt(0.5 / 100))
+    assert ledger.trial_error([0.1, 0.1], [0.0, 0.2]) == pytest.approx(math.sqrt(0.01 + 0.01))
+
+
+def _sweep_row(task: str, order: str, draw: int, fraction: float, correct: str) -> dict:
+    accuracy = correct.count("1") / len(correct)
+    row = {"task": task, "trial": 0, "order": order, "draw": draw, "fraction": fraction}
+    return row | {"accuracy": accuracy, "correct": correct}
+
+
+def test_perturbation_rows_are_compared_example_by_example() -> None:
+    rows = [
+        _sweep_row("a", "a", 0, 0.0, "1111"),
+        _sweep_row("a", "a", 0, 0.2, "0011"),
+        _sweep_row("a", "random", 0, 0.2, "0111"),
+        _sweep_row("a", "random", 1, 0.2, "1111"),
+        # b: the orders fail on the same examples, so the paired difference has no spread
+        _sweep_row("b", "b", 0, 0.2, "0011"),
+        _sweep_row("b", "random", 0, 0.2, "0011"),
+        _sweep_row("b", "random", 1, 0.2, "0011"),
+    ]
+    effect = ledger._fig4({"03_perturbation": {"sweeps": rows}})
+    assert effect.units == pytest.approx({"a": 37.5, "b": 0.0})
+    differences = np.array([0.5, 1.0, 0.0, 0.0])  # mean over the draws minus the own order
+    expected = 100 * ledger.paired_error(differences, np.array([0.75, 1.0]))
+    assert effect.errors == pytest.approx({"a": expected, "b": 0.0})
+    # unpaired, b's two accuracies of 0.5 would carry a standard error of 35 points
+    assert 100 * ledger.binomial_error([0.5, 0.5], 4) == pytest.approx(50 / math.sqrt(2))
+
+
+def test_tab1_errors_combine_the_examples_and_the_trials() -> None:
+    results = {
+        "00_data_and_models": {"splits": [{"task": "a", "split": "test", "n": 100}]},
+        "01_prompt_tuning": {
+            "trials": [
+                {"task": "a", "seed": 0, "test_accuracy": 80.0},
+                {"task": "a", "seed": 1, "test_accuracy": 70.0},
+            ]
+        },
+        "02_neuron_discovery": {
+            "table1": [{"task": "a", "prompt tuning": 75.0, "top soft neuron": 70.0}],
+            "top_neuron_trials": {"top soft neuron": {"a": [0.8, 0.6]}},
+        },
+    }
+    effect = ledger._tab1(results)
+    within = [ledger.binomial_error([0.8, 0.8], 100), ledger.binomial_error([0.6, 0.7], 100)]
+    assert effect.errors == pytest.approx({"a": 100 * ledger.trial_error(within, [0.0, -0.1])})
+
+
 def test_units_to_decide_shrinks_the_interval_past_the_nearer_bar() -> None:
     values = [-4.0, 0.0, 4.0, 8.0]  # mean 2, null 0, paper 8: "below the paper" is nearer
     effect = ledger.Effect(dict(zip("abcd", values, strict=True)), 0.0, 8.0, "points")
@@ -146,8 +232,11 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     assert transfer["estimate"] == pytest.approx(-0.7 / 3) and transfer["verdict"] == "fails"
     assert {r["verdict"] for r in rows if r["where"].startswith("03_")} == {"not run"}
     assert all(r["where"].endswith(".html#" + r["where"].split("#")[1]) for r in rows)
+    assert kept["interval over"].startswith("examples")  # retrained trials, paired
+    assert tab3["interval over"].startswith("examples")
+    assert tab1["interval over"] == "units"  # no per-trial accuracies in these results
     undecided = [r for r in rows if r["verdict"] == "undecided"]
-    assert all(r["units to decide"] is None or r["units to decide"] > r["units"] for r in undecided)
+    assert all(r["to decide"].endswith(("units", "examples")) for r in undecided)
 
 
 def test_scaled_puts_the_null_at_zero_and_the_paper_at_one() -> None:

@@ -199,9 +199,9 @@ def test_prompt_scope_on_a_decoder_equals_perturbing_prompt_positions_of_the_ful
     chosen = _chosen(model.backbone, 0.5)
     config = perturbation.PerturbConfig(how="zero", scope="prompt")
     caches = engine.TextCaches()
-    ours = perturbation.perturbed_accuracy(
+    ours = perturbation.perturbed_evaluation(
         model, split, chosen, config, batch_size=4, caches=caches
-    )
+    ).accuracy
     # By hand: the full layout, zeroing the chosen neurons at each example's prompt positions.
     batch = next(model.batches(split, len(split)))
     layout = model.layout(batch)
@@ -236,7 +236,8 @@ def test_prompt_scope_never_runs_the_text_under_the_hooks(setting: str) -> None:
     model, split = _prompt_model(), _split()
     chosen = _chosen(model.backbone, 0.5)
     config = perturbation.PerturbConfig(how="zero", scope="prompt")
-    reference = perturbation.perturbed_accuracy(model, split, chosen, config, batch_size=4)
+    reference = perturbation.perturbed_evaluation(model, split, chosen, config, batch_size=4)
+    reference = reference.predictions.tolist()
     texts, layouts = [], []
     text_cache, layout = model.text_cache, model.layout
 
@@ -252,9 +253,9 @@ def test_prompt_scope_never_runs_the_text_under_the_hooks(setting: str) -> None:
     caches = engine.TextCaches(max_bytes=0) if setting == "no cache budget" else None
     if setting == "no prefix cache":
         model.prefix_cache = False
-    ours = perturbation.perturbed_accuracy(
+    ours = perturbation.perturbed_evaluation(
         model, split, chosen, config, batch_size=4, caches=caches
-    )
+    ).predictions.tolist()
     assert texts and set(texts) == {0} and layouts == []
     assert ours == reference
     assert model.prefix_cache == (setting != "no prefix cache")
@@ -294,7 +295,7 @@ def test_all_scope_perturbs_the_text_too_and_encoders_keep_to_the_prompt() -> No
     ):
         expected = model.evaluate(split, 4).accuracy
     assert (
-        perturbation.perturbed_accuracy(model, split, everything, zero_all, batch_size=4)
+        perturbation.perturbed_evaluation(model, split, everything, zero_all, 0, 4).accuracy
         == expected
     )
     encoder = _prompt_model("roberta")
@@ -302,7 +303,7 @@ def test_all_scope_perturbs_the_text_too_and_encoders_keep_to_the_prompt() -> No
         expected = encoder.evaluate(split, 4).accuracy
     zero_prompt = perturbation.PerturbConfig(how="zero", scope="prompt")
     assert (
-        perturbation.perturbed_accuracy(encoder, split, everything, zero_prompt, batch_size=4)
+        perturbation.perturbed_evaluation(encoder, split, everything, zero_prompt, 0, 4).accuracy
         == expected
     )
 
@@ -320,6 +321,29 @@ def test_sweep_rows_with_zero_noise_all_equal_the_clean_accuracy() -> None:
     assert {row["order"] for row in rows} == {"own", "other", "random"}
     with pytest.raises(ValueError, match="own order"):
         perturbation.sweep(model, split, orders, [0.1], config, "missing")
+
+
+def test_sweep_rows_keep_each_examples_outcome_in_split_order() -> None:
+    model, split = _prompt_model(), _split()
+    scores = torch.rand(2, 48, generator=torch.Generator().manual_seed(1))
+    orders = {"own": partial(select, scores, how="per_layer")}
+    config = perturbation.PerturbConfig(how="zero", scope="all")
+    rows = perturbation.sweep(model, split, orders, [0.0, 0.5, 1.0], config, "own", 1, batch_size=3)
+    clean = model.evaluate(split, 4)
+    assert rows[0]["correct"] == "".join(
+        "1" if c else "0" for c in clean.labels == clean.predictions
+    )
+    matrix = perturbation.correct_matrix(rows)
+    assert matrix.shape == (len(rows), len(split))
+    assert matrix.mean(axis=1) == pytest.approx([row["accuracy"] for row in rows])
+    everything = torch.ones(2, 48, dtype=torch.bool)
+    zeroed = perturbation.perturbed_evaluation(model, split, everything, config, 0, 4)
+    own_all = next(r for r in rows if r["order"] == "own" and r["fraction"] == 1.0)
+    assert own_all["correct"] == "".join(
+        "1" if c else "0" for c in zeroed.labels == zeroed.predictions
+    )
+    with pytest.raises(ValueError, match="different numbers of examples"):
+        perturbation.correct_matrix([{"correct": "01"}, {"correct": "011"}])
 
 
 def test_importance_is_the_area_between_random_and_order_curves() -> None:
@@ -376,7 +400,7 @@ def test_neuron_values_for_gives_baselines_spreads_or_nothing() -> None:
     torch.testing.assert_close(spread, perturbation.neuron_spread(model, split, 4))
     assert perturbation.neuron_values_for(model, split, perturbation.PerturbConfig(), 4) is None
     with pytest.raises(ValueError, match="needs each neuron's spread"):
-        perturbation.perturbed_accuracy(
+        perturbation.perturbed_evaluation(
             model,
             split,
             torch.ones(2, 48, dtype=torch.bool),
