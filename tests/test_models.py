@@ -93,6 +93,25 @@ def test_load_backbone_from_local_folder(tmp_path) -> None:
     torch.testing.assert_close(loaded.model(**encoded).logits, tiny.model(**encoded).logits)
 
 
+def test_a_local_folder_is_named_by_its_content(tmp_path) -> None:
+    first = models.tiny_backbone("llama")
+    first.model.save_pretrained(tmp_path)
+    first.tokenizer.save_pretrained(tmp_path)
+    loaded = models.load_backbone(str(tmp_path))
+    assert loaded.name == f"{tmp_path}#{models.folder_digest(tmp_path)}"
+    assert models.load_backbone(str(tmp_path)).name == loaded.name  # same files, same name
+    # the folder replaced by a model of the same shape: another name, so other keys
+    other = models.tiny_backbone("llama")
+    with torch.no_grad():
+        for parameter in other.model.parameters():
+            parameter.add_(0.01)
+    other.model.save_pretrained(tmp_path)
+    replaced = models.load_backbone(str(tmp_path))
+    # every artefact key holds the backbone's name: nothing computed with the old
+    # weights is found for the new ones
+    assert replaced.name.startswith(f"{tmp_path}#") and replaced.name != loaded.name
+
+
 def test_unknown_model_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(models.UnknownModelError, match="unknown model 'no-such-model'"):
         models.load_backbone("no-such-model")
