@@ -518,8 +518,10 @@ def register_file_task(
 ) -> TaskSpec:
     """Register a task read from a local CSV or JSONL file (bring your own data).
 
-    Labels may be integers (then ``label_names`` is required) or strings (names are
-    taken in sorted order unless ``label_names`` gives the order).
+    Labels may be strings (names are taken in sorted order unless ``label_names`` gives
+    the order) or integers 0, 1, ... (named by ``label_names``, else by the integers
+    themselves, as for a file named in a profile's ``tasks``; the verbalizer's words come
+    from the task type's shared words or ``natural_words``, not from these names).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -560,9 +562,20 @@ def register_file_task(
                 raise ValueError(f"labels {unknown} of {file} are not in label_names {names}")
             labels = [names.index(v) for v in values]
         else:
-            if label_names is None:
-                raise ValueError(f"integer labels in {file} need label_names")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                kinds = sorted({type(v).__name__ for v in values})
+                raise ValueError(
+                    f"labels of {file} must be class names or integers 0, 1, ...; found {kinds}"
+                )
             labels = [int(v) for v in values]
+            count = len(label_names) if label_names else max(labels) + 1
+            outside = sorted({v for v in labels if not 0 <= v < count})
+            if outside:
+                raise ValueError(
+                    f"integer labels {outside} of {file} are outside 0..{count - 1} "
+                    f"({'the label_names given' if label_names else 'the classes found'})"
+                )
+            names = list(label_names) if label_names else [str(v) for v in range(count)]
         texts = raw[text_column]
         empty = [i for i, text in enumerate(texts) if text is None or not str(text).strip()]
         if empty:

@@ -441,9 +441,7 @@ def correct_matrix(rows: Sequence[Mapping[str, object]]) -> np.ndarray:
     strings = [str(row["correct"]) for row in rows]
     if len({len(s) for s in strings}) > 1:
         raise ValueError("the rows were scored on different numbers of examples")
-    return np.array([[c == "1" for c in s] for s in strings], dtype=float).reshape(
-        len(strings), -1
-    )
+    return np.array([[c == "1" for c in s] for s in strings], dtype=float).reshape(len(strings), -1)
 
 
 def zscored(matrix: pd.DataFrame) -> pd.DataFrame:

@@ -158,6 +158,24 @@ def test_file_task_bad_input(tmp_path: Path, tiny_csv: Path) -> None:
             data.register_file_task("x", bad)
 
 
+def test_integer_labels_name_their_classes_by_number_or_by_label_names(tmp_path: Path) -> None:
+    numbered = tmp_path / "numbered.csv"
+    numbered.write_text("text,label\n" + "".join(f"text {i},{i % 3}\n" for i in range(60)))
+    spec = data.task_spec(str(numbered))  # as a profile's tasks name it
+    assert spec.label_names == ("0", "1", "2")
+    task = data.load_task(str(numbered), data.SplitSizes(12, 6, 6))
+    assert sorted(set(task.train["label"])) == [0, 1, 2]
+    named = data.register_file_task("named", numbered, label_names=["a", "b", "c"])
+    assert named.label_names == ("a", "b", "c")
+    with pytest.raises(ValueError, match=r"integer labels \[2\] .* outside 0..1"):
+        data.register_file_task("few", numbered, label_names=["a", "b"])
+        data.load_task("few", data.SplitSizes(12, 6, 6))
+    floats = tmp_path / "floats.csv"
+    floats.write_text("text,label\n" + "".join(f"text {i},{i % 2}.5\n" for i in range(10)))
+    with pytest.raises(ValueError, match=r"class names or integers 0, 1, ...; found \['float'\]"):
+        data.register_file_task("floats", floats)
+
+
 def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(data.UnknownTaskError, match="unknown task 'sst3'.*rotten_tomatoes"):
         data.load_task("sst3")
