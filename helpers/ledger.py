@@ -6,7 +6,8 @@ unit (a task, a method and task, or a random label-word choice), oriented so tha
 paper claims it is above the row's *null*. This book's estimate is the mean over the
 units. Its 95% interval depends on what the row's numbers are:
 
-- where each unit's effect is measured on examples (accuracies on a test split), the
+- where each unit's effect is measured on examples (accuracies on a test split, or
+  Fig. 6's z-scores of them, by a bootstrap over the examples: `importance_errors`), the
   units are the book's tasks, taken as fixed, as the paper's claims are about its own
   tasks; the interval covers the measurement: which examples were drawn, which trials
   and which random draws (a normal interval from each unit's standard error,
@@ -15,7 +16,7 @@ units. Its 95% interval depends on what the row's numbers are:
   the two accuracies as independent, which can only widen the interval. The table also
   shows Student's t over the units ("across units"), which asks instead whether the
   effect would generalise to other tasks like these;
-- otherwise (similarities, z-scores, correlations, timings), Student's t over the units.
+- otherwise (similarities, correlations, timings), Student's t over the units.
 
 Every row is then judged by one rule:
 
@@ -296,12 +297,56 @@ def _fig4(results: Results) -> Effect:
 
 
 def _fig6(results: Results) -> Effect:
-    z = results["03_perturbation"]["importance_z"]  # {source: {evaluated: z}}
+    found = results["03_perturbation"]
+    z = found["importance_z"]  # {source: {evaluated: z}}
     tasks = list(z)
     units = {
         t: z[t][t] - _mean([z[s][t] for s in tasks if s != t]) for t in tasks if len(tasks) > 1
     }
-    return Effect(units, 0.0, None, "z")
+    rows = found.get("importance_sweeps")
+    if not rows or "correct" not in rows[0] or len(tasks) < 2:
+        return Effect(units, 0.0, None, "z")
+    return Effect(units, 0.0, None, "z", importance_errors(rows, list(units)))
+
+
+def importance_errors(
+    rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], draws: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """Bootstrap standard error of each evaluated task's own-order z-score lead (Fig. 6).
+
+    The test examples of a task are resampled with replacement, the same resample for
+    every order and trial (they are scored on the same examples); each order's area is
+    recomputed from the per-example outcomes, then the importances, their z-score over
+    the source orders and the own order's lead over the others' mean. The random curve
+    is constant across the sources of a task, so it cancels from the z-scores.
+    """
+    table = pd.DataFrame(list(rows))
+    generator = np.random.default_rng(seed)
+    errors = {}
+    for task in tasks:
+        part = table[table["task"] == task]
+        n = len(part["correct"].iloc[0])
+        weights = generator.multinomial(n, np.full(n, 1 / n), size=draws) / n  # [draws, n]
+
+        def area(
+            order: str, part: pd.DataFrame = part, weights: np.ndarray = weights
+        ) -> np.ndarray:
+            per_trial = []
+            for _, curve in part[part["order"] == order].groupby("trial"):
+                curve = curve.sort_values("fraction")
+                outcomes = correct_matrix(curve.to_dict(orient="records"))
+                per_trial.append(weights @ np.trapezoid(outcomes, curve["fraction"], axis=0))
+            return np.mean(per_trial, axis=0)
+
+        sources = [str(o) for o in part["order"].unique() if o != "random"]
+        importance = -np.stack([area(source) for source in sources], axis=1)  # [draws, S]
+        spread = importance.std(axis=1, keepdims=True)
+        centred = importance - importance.mean(axis=1, keepdims=True)
+        z = np.where(spread > 0, centred / np.where(spread > 0, spread, 1.0), 0.0)
+        own = sources.index(task)
+        lead = z[:, own] - np.delete(z, own, axis=1).mean(axis=1)
+        errors[task] = float(lead.std(ddof=1))
+    return errors
 
 
 def _fig15(results: Results) -> Effect:
@@ -534,7 +579,7 @@ def ledger_rows(results: Results, claims: tuple[Claim, ...] = CLAIMS) -> list[di
                 "paper": effect.paper,
                 "unit": effect.unit,
                 "units": len(effect.units),
-                "interval over": "examples, trials, draws (units fixed)"
+                "interval over": "the measurement (units fixed)"
                 if effect.errors is not None
                 else "units",
                 "across units": (across_low, across_high),

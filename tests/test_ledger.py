@@ -173,6 +173,32 @@ def test_perturbation_rows_are_compared_example_by_example() -> None:
     assert 100 * ledger.binomial_error([0.5, 0.5], 4) == pytest.approx(50 / math.sqrt(2))
 
 
+def _importance_rows(outcomes: dict[tuple[str, str], str]) -> list[dict]:
+    """Rows of a sweep at fractions 0 and 0.2: clean everywhere, then each (task, order)'s
+    outcomes at 0.2."""
+    rows = []
+    for (task, order), correct in outcomes.items():
+        rows.append(_sweep_row(task, order, 0, 0.0, "1" * len(correct)))
+        rows.append(_sweep_row(task, order, 0, 0.2, correct))
+    return rows
+
+
+def test_fig6_errors_resample_the_examples_of_every_order_together() -> None:
+    # a's own order breaks every example, the other order none: no resample changes that
+    steady = _importance_rows({("a", "a"): "0000", ("a", "b"): "1111"})
+    assert ledger.importance_errors(steady, ["a"]) == {"a": 0.0}
+    # outcomes that differ by example: a spread, which shrinks as the square root of the
+    # examples once there are enough of them for the z-scores to move smoothly
+    mixed = {("a", "a"): "0101", ("a", "b"): "0110", ("a", "c"): "1110"}
+    spread = [
+        ledger.importance_errors(
+            _importance_rows({k: v * copies for k, v in mixed.items()}), ["a"], draws=4000
+        )["a"]
+        for copies in (16, 256)
+    ]
+    assert spread[0] > 0 and spread[1] == pytest.approx(spread[0] / 4, rel=0.25)
+
+
 def test_tab1_errors_combine_the_examples_and_the_trials() -> None:
     results = {
         "00_data_and_models": {"splits": [{"task": "a", "split": "test", "n": 100}]},
@@ -232,8 +258,8 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     assert transfer["estimate"] == pytest.approx(-0.7 / 3) and transfer["verdict"] == "fails"
     assert {r["verdict"] for r in rows if r["where"].startswith("03_")} == {"not run"}
     assert all(r["where"].endswith(".html#" + r["where"].split("#")[1]) for r in rows)
-    assert kept["interval over"].startswith("examples")  # retrained trials, paired
-    assert tab3["interval over"].startswith("examples")
+    assert kept["interval over"].startswith("the measurement")  # retrained trials, paired
+    assert tab3["interval over"].startswith("the measurement")
     assert tab1["interval over"] == "units"  # no per-trial accuracies in these results
     undecided = [r for r in rows if r["verdict"] == "undecided"]
     assert all(r["to decide"].endswith(("units", "examples")) for r in undecided)
