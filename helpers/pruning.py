@@ -20,6 +20,7 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal, get_args
 
 import torch
 from datasets import Dataset
@@ -27,11 +28,14 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
-from helpers import activations
+from helpers import activations, engine
+from helpers.checks import check_choice
 from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import SoftPromptModel
+from helpers.prompting import SoftPromptModel, moved
 from helpers.store import Artefact, ArtefactStore
+
+Constant = Literal["prompt", "text", "all"]
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,16 @@ class PruneConfig:
             predictivity (the paper: 0.02, i.e. 61 of 3,072 in roberta-base).
         layer_share: share of the layers pruned, counted from the top (the paper: 0.75,
             layers 4-12 of 12); the lower layers keep their whole FFN.
+        constant: where the removed neurons' fixed values are measured
+            (`removed_constants`): ``prompt`` (the official code), ``text`` or ``all``.
     """
 
     kept_fraction: float = 0.02
     layer_share: float = 0.75
+    constant: Constant = "prompt"
 
     def __post_init__(self) -> None:
+        check_choice("constant", self.constant, Constant)
         if not 0 < self.kept_fraction <= 1:
             raise ValueError(f"kept_fraction must be in (0, 1], got {self.kept_fraction}")
         if not 0 <= self.layer_share <= 1:
@@ -90,6 +98,83 @@ def prompt_baselines(
     base = activations.baseline(model, data, batch_size, caches)
     keep = torch.ones(base.shape[1], dtype=torch.bool) if mask is None else mask
     return base[:, keep].mean(dim=1)
+
+
+@torch.no_grad()
+def position_means(
+    model: SoftPromptModel, data: Dataset, batch_size: int = 16
+) -> dict[str, Float[Tensor, "layer ffn"]]:
+    """Each neuron's mean activation over the text positions (``text``) and over every
+    position the FFN runs at, text, soft prompt and template (``all``), weighted by token:
+    the full layout of every example of ``data``, padding left out."""
+    backbone = model.backbone
+    sums: dict[str, Tensor] = {}
+    counts = {"text": 0, "all": 0}
+    for batch in model.batches(data, batch_size):
+        layout = model.layout(batch)
+        with engine.record_neurons(backbone) as recorded:
+            backbone.model.base_model(
+                inputs_embeds=layout.embeds, attention_mask=layout.attention_mask
+            )
+        stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
+        real = layout.attention_mask.bool()
+        text = real.clone()
+        text[torch.arange(len(text))[:, None], layout.prompt_positions] = False
+        for name, where in (("text", text), ("all", real)):
+            total = (stacked * where[:, None, :, None].to(stacked.dtype)).sum(dim=(0, 2))
+            sums[name] = sums[name] + total if name in sums else total
+            counts[name] += int(where.sum())
+    return {name: sums[name] / counts[name] for name in sums}
+
+
+def removed_constants(
+    model: SoftPromptModel,
+    data: Dataset,
+    constant: Constant = "prompt",
+    mask: Bool[Tensor, " prompt"] | None = None,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> Float[Tensor, "layer ffn"]:
+    """Return the values removed neurons are fixed at, measured on ``data``.
+
+    The folded bias adds a removed neuron's constant at *every* position, text included.
+    ``prompt`` is the official code's constant, the baseline (eq. 3) at the scored prompt
+    positions (`prompt_baselines`); on a decoder whose text never sees the prompt, that
+    value lands mostly on text tokens, where the neuron's activation can be far from it.
+    ``text`` is the mean over the text positions, ``all`` the mean over every position
+    weighted by token (`position_means`); they fit the positions they replace.
+
+    Paper: §6.1 (the paper's constant is the prompt-position baseline).
+    """
+    check_choice("constant", constant, Constant)
+    if constant == "prompt":
+        return prompt_baselines(model, data, mask, batch_size, caches)
+    return position_means(model, data, min(batch_size, 16))[constant]
+
+
+def constant_accuracies(
+    model: SoftPromptModel,
+    fit: Dataset,
+    data: Dataset,
+    kept: Mapping[int, Sequence[int]],
+    mask: Bool[Tensor, " prompt"] | None = None,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> dict[str, float]:
+    """Accuracy on ``data`` of a prompt moved unchanged to the model pruned with ``kept``,
+    for each `Constant` (measured on ``fit``): which constant disturbs the task least
+    before any retraining. Choose on dev."""
+    means = position_means(model, fit, min(batch_size, 16))  # one pass for "text" and "all"
+    found = {}
+    for how in get_args(Constant):
+        values = (
+            prompt_baselines(model, fit, mask, batch_size, caches)
+            if how == "prompt"
+            else means[how]
+        )
+        small = prune(model.backbone, kept, values, name=f"{model.backbone.name}-{how}")
+        found[how] = moved(model, small).evaluate(data, batch_size).accuracy
+    return found
 
 
 def _slice_input(module: nn.Module, kept: Tensor) -> nn.Module:

@@ -82,6 +82,9 @@ def test_stored_pruned_model_reloads_to_identical_outputs(store) -> None:
     torch.testing.assert_close(first.model(input_ids=ids).logits, expected, rtol=0, atol=0)
     torch.testing.assert_close(again.model(input_ids=ids).logits, expected, rtol=0, atol=0)
     assert set(artefact.json("structure")["kept"]) == {"0", "1"}
+    # another constant is another recipe: its own artefact
+    text = pruning.PruneConfig(kept_fraction=0.25, layer_share=1.0, constant="text")
+    assert pruning.pruned_model(tiny, skill, baselines, text, store)[1].key != artefact.key
     with pytest.raises(ValueError, match="pruned from 'tiny-gpt2'"):
         pruning.load_pruned(artefact, models.tiny_backbone("llama"))
 
@@ -105,6 +108,8 @@ def test_bad_pruning_input_is_refused() -> None:
         pruning.prune(tiny, {1: [tiny.ffn_width]}, baselines)
     with pytest.raises(ValueError, match="kept_fraction"):
         pruning.PruneConfig(kept_fraction=0)
+    with pytest.raises(ValueError, match="constant must be one of"):
+        pruning.PruneConfig(constant="median")  # type: ignore[arg-type]
 
 
 def test_latency_times_every_model_at_every_shape() -> None:
@@ -140,3 +145,57 @@ def test_prompt_baselines_average_the_scored_positions() -> None:
         pruning.prompt_baselines(model, split, mask, batch_size=2), full[:, mask].mean(1)
     )
     assert pruning.prompt_baselines(model, split).shape == (tiny.n_layers, tiny.ffn_width)
+
+
+@pytest.mark.parametrize("kind", ["llama", "roberta"])
+def test_removed_constants_are_the_means_of_the_positions_they_replace(kind: str) -> None:
+    from helpers import data, engine, prompting
+
+    model = prompting.SoftPromptModel(
+        models.tiny_backbone(kind), prompting.PromptConfig(length=3, max_text_tokens=8)
+    )
+    texts = ["a good movie", "the worst film of all", "great fun", "it"]
+    split = data.dataset(texts, [1, 0, 1, 0], ("negative", "positive"))
+    # By hand, one example at a time (no padding): every position's activations, split
+    # into the scored prompt positions and the rest (the text).
+    text_rows, all_rows = [], []
+    for i in range(len(split)):
+        batch = next(model.batches(split.select([i]), 1))
+        layout = model.layout(batch)
+        with engine.record_neurons(model.backbone) as recorded, torch.no_grad():
+            model.backbone.model.base_model(
+                inputs_embeds=layout.embeds, attention_mask=layout.attention_mask
+            )
+        acts = torch.stack([recorded[k][0] for k in range(model.backbone.n_layers)], dim=1)
+        prompt = set(layout.prompt_positions[0].tolist())
+        text = [p for p in range(acts.shape[0]) if p not in prompt]
+        text_rows.append(acts[text])
+        all_rows.append(acts)
+    expected_text = torch.cat(text_rows).mean(dim=0)  # token-weighted over the examples
+    expected_all = torch.cat(all_rows).mean(dim=0)
+    found_text = pruning.removed_constants(model, split, "text", batch_size=3)
+    found_all = pruning.removed_constants(model, split, "all", batch_size=3)
+    torch.testing.assert_close(found_text, expected_text, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(found_all, expected_all, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(found_text, found_all)
+    prompt_means = pruning.removed_constants(model, split, "prompt", batch_size=3)
+    torch.testing.assert_close(prompt_means, pruning.prompt_baselines(model, split, batch_size=3))
+    with pytest.raises(ValueError, match="constant must be one of 'prompt', 'text', 'all'"):
+        pruning.removed_constants(model, split, "mean")  # type: ignore[arg-type]
+
+
+def test_constant_accuracies_score_each_constant_as_its_own_pruned_model() -> None:
+    from helpers import data, prompting
+
+    model = prompting.SoftPromptModel(
+        models.tiny_backbone("llama"), prompting.PromptConfig(length=3, max_text_tokens=8)
+    )
+    texts = ["a good movie", "the worst film of all", "great fun", "it", "bad", "loved it"]
+    split = data.dataset(texts, [1, 0, 1, 0, 0, 1], ("negative", "positive"))
+    kept = {1: list(range(4))}
+    found = pruning.constant_accuracies(model, split, split, kept, batch_size=4)
+    assert list(found) == ["prompt", "text", "all"]
+    for how, accuracy in found.items():
+        values = pruning.removed_constants(model, split, how, batch_size=4)
+        small = pruning.prune(model.backbone, kept, values)
+        assert accuracy == prompting.moved(model, small).evaluate(split, 4).accuracy
