@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from helpers.prompting import SoftPromptModel
 
 
+class NeuronError(ValueError):
+    """A neuron statistic cannot be computed from the data, views or shapes given."""
+
+
 class BaselineAccumulator:
     """Running mean of activations over examples (float64 sums, so order does not matter)."""
 
@@ -43,7 +47,7 @@ class BaselineAccumulator:
     def mean(self) -> Float[Tensor, "layer prompt ffn"]:
         """Return the mean activation, the baseline a_bsl of eq. 3."""
         if self.total is None or self.count == 0:
-            raise ValueError("no examples were added")
+            raise NeuronError("no examples were added")
         return (self.total / self.count).float()
 
 
@@ -68,9 +72,9 @@ class AccuracyAccumulator:
         """Add a batch with binary labels in {0, 1}."""
         rows = labels if labels.dim() == 2 else labels[None]
         if rows.shape[0] != self.labelings:
-            raise ValueError(f"expected {self.labelings} labelings, got {rows.shape[0]}")
+            raise NeuronError(f"expected {self.labelings} labelings, got {rows.shape[0]}")
         if rows.numel() and not bool(((rows == 0) | (rows == 1)).all()):
-            raise ValueError("threshold accuracy needs binary labels 0/1")
+            raise NeuronError("threshold accuracy needs binary labels 0/1")
         above = (activations > self.baseline).reshape(len(activations), self.baseline.numel())
         above = above.to(torch.float32)
         # agree = #(above & y=1) + #(not above & y=0) = sum((2y-1) * above) + #(y=0)
@@ -82,7 +86,7 @@ class AccuracyAccumulator:
     def accuracy(self) -> Float[Tensor, "layer prompt ffn"] | Float[Tensor, "k layer prompt ffn"]:
         """Return Acc(N, p) of eq. 4 (one per labeling if there are several)."""
         if self.count == 0:
-            raise ValueError("no examples were added")
+            raise NeuronError("no examples were added")
         accuracy = (self.agree / self.count).float()
         return accuracy[0] if self.labelings == 1 else accuracy
 
@@ -107,7 +111,7 @@ def _passes(
         if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= len(data)):
             raise IndexError(f"view {name!r} has rows outside the split of {len(data)}")
         if len(torch.unique(rows)) != len(rows):
-            raise ValueError(f"view {name!r} repeats a row")
+            raise NeuronError(f"view {name!r} repeats a row")
         place = torch.full((len(data),), -1, dtype=torch.long)
         place[rows] = torch.arange(len(rows))
         places[name] = place
@@ -182,7 +186,7 @@ def threshold_accuracies(
     accumulators, labelings = {}, {}
     for name, (rows, labels) in views.items():
         if len(rows) != len(labels):
-            raise ValueError(f"view {name!r} has {len(rows)} rows but {len(labels)} labels")
+            raise NeuronError(f"view {name!r} has {len(rows)} rows but {len(labels)} labels")
         generator = torch.Generator().manual_seed((seeds or {}).get(name, 0))
         shuffled = [
             labels[torch.randperm(len(labels), generator=generator)] for _ in range(permutations)

@@ -49,6 +49,10 @@ class SplitError(ValueError):
     """A split is empty or holds a single class."""
 
 
+class TaskFileError(ValueError):
+    """A task file cannot be read as a task: its path, encoding, columns, labels or rows."""
+
+
 class LabelWordError(ValueError):
     """A label word is not exactly one token for the backbone in use."""
 
@@ -534,7 +538,7 @@ def register_file_task(
         raise FileNotFoundError(f"task file {file} does not exist")
     kind = {".csv": "csv", ".jsonl": "json", ".json": "json"}.get(file.suffix)
     if kind is None:
-        raise ValueError(f"task file {file} must end in .csv, .jsonl or .json")
+        raise TaskFileError(f"task file {file} must end in .csv, .jsonl or .json")
 
     def load() -> Pools:
         from datasets import load_dataset
@@ -542,36 +546,38 @@ def register_file_task(
         try:
             file.read_bytes().decode("utf-8")
         except UnicodeDecodeError as error:
-            raise ValueError(
+            raise TaskFileError(
                 f"task file {file} is not UTF-8 text (byte {error.start}); save it as UTF-8"
             ) from None
         try:
             raw = load_dataset(kind, data_files=str(file), split="train")
         except ValueError as error:  # e.g. a file with a header and no rows
-            raise ValueError(f"task file {file} has no examples ({error})") from None
+            raise TaskFileError(f"task file {file} has no examples ({error})") from None
         if len(raw) == 0:
-            raise ValueError(f"task file {file} has no examples")
+            raise TaskFileError(f"task file {file} has no examples")
         for column in (text_column, label_column, text_pair_column):
             if column is not None and column not in raw.column_names:
-                raise ValueError(f"task file {file} has no column {column!r}: {raw.column_names}")
+                raise TaskFileError(
+                    f"task file {file} has no column {column!r}: {raw.column_names}"
+                )
         values = raw[label_column]
         names = list(label_names) if label_names else sorted({str(v) for v in values})
         if all(isinstance(v, str) for v in values):
             unknown = sorted({v for v in values if v not in names})
             if unknown:
-                raise ValueError(f"labels {unknown} of {file} are not in label_names {names}")
+                raise TaskFileError(f"labels {unknown} of {file} are not in label_names {names}")
             labels = [names.index(v) for v in values]
         else:
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
                 kinds = sorted({type(v).__name__ for v in values})
-                raise ValueError(
+                raise TaskFileError(
                     f"labels of {file} must be class names or integers 0, 1, ...; found {kinds}"
                 )
             labels = [int(v) for v in values]
             count = len(label_names) if label_names else max(labels) + 1
             outside = sorted({v for v in labels if not 0 <= v < count})
             if outside:
-                raise ValueError(
+                raise TaskFileError(
                     f"integer labels {outside} of {file} are outside 0..{count - 1} "
                     f"({'the label_names given' if label_names else 'the classes found'})"
                 )
@@ -580,7 +586,7 @@ def register_file_task(
         empty = [i for i, text in enumerate(texts) if text is None or not str(text).strip()]
         if empty:
             first = empty[0] + (2 if kind == "csv" else 1)  # a CSV's first row is its header
-            raise ValueError(
+            raise TaskFileError(
                 f"task file {file}: {len(empty)} examples have no {text_column!r} "
                 f"(the first on line {first}); fill or remove them"
             )
@@ -639,7 +645,7 @@ class SplitSizes:
         for split in SPLITS:
             cap = getattr(self, split)
             if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 2):
-                raise ValueError(f"{split} size must be an integer >= 2 or None, got {cap!r}")
+                raise SplitError(f"{split} size must be an integer >= 2 or None, got {cap!r}")
 
     def cap(self, split: str) -> int | None:
         """Return the cap of one split."""
@@ -664,7 +670,7 @@ class TaskData:
     def split(self, name: str) -> Dataset:
         """Return ``train``, ``dev`` or ``test``."""
         if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; use one of {SPLITS}")
+            raise SplitError(f"unknown split {name!r}; use one of {SPLITS}")
         return getattr(self, name)
 
     def summary(self) -> list[dict[str, Any]]:
@@ -844,7 +850,7 @@ def subtask_rows(
     """
     names = list(data.features["label"].names)
     if len(names) != 3 or "neutral" not in names:
-        raise ValueError(f"binary subtasks need 3 classes with 'neutral'; got {names}")
+        raise SplitError(f"binary subtasks need 3 classes with 'neutral'; got {names}")
     neutral = names.index("neutral")
     others = [i for i in range(3) if i != neutral]
     labels = np.asarray(data["label"])
@@ -857,7 +863,7 @@ def subtask_rows(
         mapped = (labels == neutral).astype(int)
         sub_names = ["non-neutral", "neutral"]
     else:
-        raise ValueError(f"unknown subtask {kind!r}; use 'pn' or 'neu'")
+        raise SplitError(f"unknown subtask {kind!r}; use 'pn' or 'neu'")
     rng = np.random.default_rng(stable_seed("subtask", kind, seed))
     chosen = _draw(mapped, np.arange(len(keep)), None, True, rng)
     return keep[chosen], mapped[chosen], sub_names

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from helpers.prompting import PromptBatch, SoftPromptModel
 
 
+class EngineError(ValueError):
+    """The text-once engine got batches, caches or a budget it cannot use."""
+
+
 def hook_count(model: nn.Module) -> int:
     """Return how many forward and pre-forward hooks are registered anywhere in a model."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
@@ -235,7 +239,7 @@ class TextCaches:
 
     def __init__(self, max_bytes: int = 4 << 30) -> None:
         if max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+            raise EngineError(f"max_bytes must be >= 0, got {max_bytes}")
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[object, ...], object] = OrderedDict()
         self._sizes: dict[tuple[object, ...], int] = {}
@@ -383,7 +387,7 @@ class TextCaches:
             self._items[key], self._sizes[key] = examples, 0
         for i, (row, length) in enumerate(zip(rows.tolist(), lengths.tolist(), strict=True)):
             if int(examples.lengths[row]) != length:
-                raise ValueError(
+                raise EngineError(
                     f"row {row} has {length} text tokens here but {int(examples.lengths[row])} "
                     "in the split it was cached for"
                 )

@@ -50,6 +50,11 @@ from helpers import paper
 from helpers.perturbation import correct_matrix
 from helpers.store import ArtefactStore
 
+
+class LedgerError(ValueError):
+    """A results file does not hold what a ledger row needs."""
+
+
 Results = Mapping[str, Mapping[str, Any]]
 HOLDS, FAILS, UNDECIDED, NOT_RUN = "holds", "fails", "undecided", "not run"
 LEVEL = 0.95
@@ -369,7 +374,7 @@ def _fig15(results: Results) -> Effect:
             curves.append((part["fraction"].to_numpy(), correct_matrix(part.to_dict("records"))))
         (x, by_index), (x_own, by_predictivity) = curves
         if not np.array_equal(x, x_own):
-            raise ValueError(f"{task}: the two orders were swept at different fractions")
+            raise LedgerError(f"{task}: the two orders were swept at different fractions")
         differences = np.trapezoid(by_index - by_predictivity, x, axis=0)
         errors[task] = 100 * paired_error(differences)
     return Effect(units, 0.0, None, "points × fraction", errors)

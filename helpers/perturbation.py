@@ -39,6 +39,11 @@ from helpers.models import Backbone
 from helpers.prompting import Evaluation, SoftPromptModel, prefix_cached
 from helpers.store import ArtefactStore
 
+
+class PerturbationError(ValueError):
+    """A perturbation or sweep got neurons, orders or settings it cannot use."""
+
+
 How = Literal["gaussian", "zero", "value"]
 Per = Literal["example", "token"]
 Scale = Literal["absolute", "spread"]
@@ -47,7 +52,9 @@ Scale = Literal["absolute", "spread"]
 def _check(backbone: Backbone, mask: Tensor, name: str) -> None:
     expected = (backbone.n_layers, backbone.ffn_width)
     if tuple(mask.shape) != expected:
-        raise ValueError(f"{name} must have shape {expected} (layer, ffn), got {tuple(mask.shape)}")
+        raise PerturbationError(
+            f"{name} must have shape {expected} (layer, ffn), got {tuple(mask.shape)}"
+        )
 
 
 @contextmanager
@@ -87,7 +94,7 @@ def perturbed(
     check_choice("per", per, Per)
     if how == "value":
         if values is None:
-            raise ValueError("how='value' needs values, one per neuron")
+            raise PerturbationError("how='value' needs values, one per neuron")
         _check(backbone, values, "values")
     handles = []
 
@@ -152,7 +159,7 @@ class PerturbConfig:
 
     def __post_init__(self) -> None:
         if self.sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
+            raise PerturbationError(f"sigma must be >= 0, got {self.sigma}")
         check_choice("how", self.how, How)
         check_choice("scale", self.scale, Scale)
         check_choice("scope", self.scope, Scope)
@@ -255,7 +262,7 @@ def perturbed_evaluation(
     sigma: float | Tensor = config.sigma
     if config.how == "gaussian" and config.scale == "spread":
         if values is None:
-            raise ValueError("scale='spread' needs each neuron's spread as values")
+            raise PerturbationError("scale='spread' needs each neuron's spread as values")
         sigma, values = config.sigma * values, None
     decoder = model.backbone.kind == "decoder"
     first = model.n_scored if (config.scope == "prompt" and not decoder) else None
@@ -304,7 +311,7 @@ def sweep(
         with ``scale``, ``massive``.
     """
     if own not in orders:
-        raise ValueError(f"own order {own!r} is not among the orders {list(orders)}")
+        raise PerturbationError(f"own order {own!r} is not among the orders {list(orders)}")
     caches = caches if caches is not None else TextCaches()
     clean = model.evaluate(split, batch_size, caches=caches)
     large = None if scale is None else massive(scale)
@@ -440,7 +447,7 @@ def correct_matrix(rows: Sequence[Mapping[str, object]]) -> np.ndarray:
     ``[rows, examples]``, for paired comparisons of conditions on the same examples."""
     strings = [str(row["correct"]) for row in rows]
     if len({len(s) for s in strings}) > 1:
-        raise ValueError("the rows were scored on different numbers of examples")
+        raise PerturbationError("the rows were scored on different numbers of examples")
     return np.array([[c == "1" for c in s] for s in strings], dtype=float).reshape(len(strings), -1)
 
 
@@ -472,7 +479,7 @@ def class_means(
         total.index_add_(0, batch.labels, acts)
         counts += torch.bincount(batch.labels, minlength=n_classes).double()
     if bool((counts == 0).any()):
-        raise ValueError(f"every class needs examples; counts per class {counts.tolist()}")
+        raise PerturbationError(f"every class needs examples; counts per class {counts.tolist()}")
     return (total / counts[:, None, None, None]).float()
 
 

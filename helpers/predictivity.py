@@ -18,6 +18,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from helpers import activations, data, engine
+from helpers.activations import NeuronError
 from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.engine import Pooling, TextCaches
@@ -64,7 +65,7 @@ def position_mask(
         soft[predict_index] = False
         mask = soft
     if not bool(mask.any()):
-        raise ValueError(f"no scored position left with positions={positions!r}")
+        raise NeuronError(f"no scored position left with positions={positions!r}")
     return mask
 
 
@@ -92,10 +93,10 @@ def predictivity(
             scores = scores[:, :, mask]
         return scores.max(dim=2).values.mean(dim=0)
     if examples <= 0:
-        raise ValueError(f"examples must be positive, got {examples}")
+        raise NeuronError(f"examples must be positive, got {examples}")
     counts = torch.round(accuracies.double() * examples)
     if float((counts - accuracies.double() * examples).abs().max()) > 1e-3:
-        raise ValueError(f"the accuracies are not counts out of examples={examples}")
+        raise NeuronError(f"the accuracies are not counts out of examples={examples}")
     best = torch.maximum(counts, examples - counts).long()
     if mask is not None:
         best = best[:, :, mask]
@@ -124,20 +125,20 @@ def select(
     Paper: §3.1 ("sort all the neurons"); official code: ``int(p * 3072)`` per layer.
     """
     if (fraction is None) == (count is None):
-        raise ValueError("give exactly one of fraction and count")
+        raise NeuronError("give exactly one of fraction and count")
     check_choice("how", how, Selection)
     n_layers, width = scores.shape
     if how == "per_layer":
         k = count if count is not None else share(fraction, width)  # type: ignore[arg-type]
         if not 0 <= k <= width:
-            raise ValueError(f"cannot select {k} of {width} neurons per layer")
+            raise NeuronError(f"cannot select {k} of {width} neurons per layer")
         top = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
         mask = torch.zeros_like(scores, dtype=torch.bool)
         mask.scatter_(1, top, True)
         return mask
     k = count if count is not None else share(fraction, scores.numel())  # type: ignore[arg-type]
     if not 0 <= k <= scores.numel():
-        raise ValueError(f"cannot select {k} of {scores.numel()} neurons")
+        raise NeuronError(f"cannot select {k} of {scores.numel()} neurons")
     flat = torch.zeros(scores.numel(), dtype=torch.bool)
     flat[scores.flatten().argsort(descending=True, stable=True)[:k]] = True
     return flat.reshape(n_layers, width)
@@ -159,7 +160,7 @@ def select_multiclass(
     Paper: §3.2 ("top-100 for MNLI = top-50 unique from each of the 2 subtasks").
     """
     if (fraction is None) == (count is None):
-        raise ValueError("give exactly one of fraction and count")
+        raise NeuronError("give exactly one of fraction and count")
     shape = subtask_scores[0].shape
     groups = 1 if how == "global" else shape[0]
     per_group = shape[1] if how == "per_layer" else shape[0] * shape[1]
@@ -316,7 +317,7 @@ def dev_predictivity(
     exactly from the dev counts (`predictivity` with ``examples``)."""
     examples = {int(artefact.json("dev_examples")[view]) for artefact in artefacts}
     if len(examples) != 1:
-        raise ValueError(f"the probes counted {view!r} on dev splits of sizes {sorted(examples)}")
+        raise NeuronError(f"the probes counted {view!r} on dev splits of sizes {sorted(examples)}")
     return predictivity(stacked(artefacts, f"{view}/dev"), mask, examples.pop())
 
 
@@ -401,7 +402,7 @@ def stability(
     ]
     pairs = [(i, j) for i in range(len(sets)) for j in range(i + 1, len(sets))]
     if not pairs:
-        raise ValueError("stability needs at least two trials")
+        raise NeuronError("stability needs at least two trials")
     return sum(jaccard(sets[i], sets[j]) for i, j in pairs) / len(pairs)
 
 

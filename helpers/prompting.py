@@ -135,7 +135,7 @@ def zero_shot_verbalizers(
 ) -> dict[str, Evaluation]:
     """`zero_shot` with several sets of label words, read from one forward pass."""
     if len(data) == 0:
-        raise ValueError("cannot evaluate on an empty split")
+        raise PromptError("cannot evaluate on an empty split")
     ids = {
         name: verbalizer_ids(backbone.tokenizer, words, leading_space=True)
         for name, words in verbalizers.items()
@@ -560,7 +560,7 @@ class SoftPromptModel(nn.Module):
         e.g. before hooks that must not touch the text go on; they cover every row once.
         """
         if len(data) == 0:
-            raise ValueError("cannot evaluate on an empty split")
+            raise PromptError("cannot evaluate on an empty split")
         labels = np.asarray(list(data["label"]))
         predictions = np.full(len(data), -1, dtype=np.int64)
         total = -(-len(data) // batch_size)
@@ -568,7 +568,7 @@ class SoftPromptModel(nn.Module):
         for batch, cache in tqdm(batches, total=total, disable=not progress):
             predictions[batch.rows.numpy()] = self(batch, cache).argmax(dim=1).numpy()
         if bool((predictions < 0).any()):
-            raise ValueError("the batches do not cover every example of the split")
+            raise PromptError("the batches do not cover every example of the split")
         return Evaluation(labels, predictions)
 
 
@@ -628,7 +628,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("lr", "batch_size", "max_steps", "eval_every", "patience", "length_window"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise PromptError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -789,11 +789,11 @@ def train_prompts(
             do not share one backbone and layout.
     """
     if len(train) == 0 or len(dev) == 0:
-        raise ValueError(f"cannot train on an empty split (train {len(train)}, dev {len(dev)})")
+        raise PromptError(f"cannot train on an empty split (train {len(train)}, dev {len(dev)})")
     if len(models) != len(seeds) or not models:
-        raise ValueError(f"need one seed per model, got {len(models)} models, {len(seeds)} seeds")
+        raise PromptError(f"need one seed per model, got {len(models)} models, {len(seeds)} seeds")
     if parameters is not None and len(models) > 1:
-        raise ValueError("backbone parameters can be trained for one model at a time")
+        raise PromptError("backbone parameters can be trained for one model at a time")
     first = models[0]
     if any(m.backbone is not first.backbone or m.config != first.config for m in models):
         raise PromptError("prompts trained together need one backbone and one prompt config")
@@ -1032,7 +1032,7 @@ def run_trials(
             would give alone, up to rounding, and is stored as its own artefact.
     """
     if joint_trials < 1:
-        raise ValueError(f"joint_trials must be >= 1, got {joint_trials}")
+        raise PromptError(f"joint_trials must be >= 1, got {joint_trials}")
     if caches is None and train.reuse_text_cache:
         caches = TextCaches()
     keys = {s: _trial_key(backbone, task, prompt, train, s, None) for s in seeds}

@@ -35,6 +35,11 @@ from helpers.models import Backbone
 from helpers.prompting import SoftPromptModel, moved
 from helpers.store import Artefact, ArtefactStore
 
+
+class PruningError(ValueError):
+    """A pruning recipe, its constants or a stored pruned model do not fit the backbone."""
+
+
 Constant = Literal["prompt", "text", "all"]
 
 
@@ -58,9 +63,9 @@ class PruneConfig:
     def __post_init__(self) -> None:
         check_choice("constant", self.constant, Constant)
         if not 0 < self.kept_fraction <= 1:
-            raise ValueError(f"kept_fraction must be in (0, 1], got {self.kept_fraction}")
+            raise PruningError(f"kept_fraction must be in (0, 1], got {self.kept_fraction}")
         if not 0 <= self.layer_share <= 1:
-            raise ValueError(f"layer_share must be in [0, 1], got {self.layer_share}")
+            raise PruningError(f"layer_share must be in [0, 1], got {self.layer_share}")
 
 
 def pruned_layers(n_layers: int, layer_share: float) -> list[int]:
@@ -227,16 +232,16 @@ def prune(
     """
     expected = (backbone.n_layers, backbone.ffn_width)
     if tuple(baselines.shape) != expected:
-        raise ValueError(f"baselines must have shape {expected}, got {tuple(baselines.shape)}")
+        raise PruningError(f"baselines must have shape {expected}, got {tuple(baselines.shape)}")
     model = copy.deepcopy(backbone.model)
     pruned = Backbone(name or f"{backbone.name}-pruned", model, backbone.tokenizer, backbone.arch)
     blocks = pruned.layers()
     for layer, indices in kept.items():
         if not 0 <= layer < backbone.n_layers:
-            raise ValueError(f"layer {layer} does not exist (the model has {backbone.n_layers})")
+            raise PruningError(f"layer {layer} does not exist (the model has {backbone.n_layers})")
         keep = torch.tensor(sorted(set(indices)), dtype=torch.long)
         if len(keep) == 0 or keep.min() < 0 or keep.max() >= backbone.ffn_width:
-            raise ValueError(
+            raise PruningError(
                 f"layer {layer}: kept neurons must be 1 to {backbone.ffn_width} indices"
             )
         removed = torch.ones(backbone.ffn_width, dtype=torch.bool)
@@ -360,7 +365,7 @@ def load_pruned(artefact: Artefact, backbone: Backbone) -> Backbone:
     """Rebuild a stored pruned model on its base ``backbone`` (which is left untouched)."""
     structure = artefact.json("structure")
     if structure["base"] != backbone.name:
-        raise ValueError(
+        raise PruningError(
             f"pruned model {artefact.key} was pruned from {structure['base']!r}, "
             f"not {backbone.name!r}"
         )

@@ -32,6 +32,10 @@ from helpers.prompting import PromptError, SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
 
 
+class SimilarityError(ValueError):
+    """A similarity of rankings or tasks cannot be computed from the inputs."""
+
+
 def trial_predictivity(
     artefacts: Sequence[Artefact], view: str, mask: Bool[Tensor, " prompt"] | None = None
 ) -> Float[Tensor, "trial layer ffn"]:
@@ -45,7 +49,7 @@ def spearman(a: Float[Tensor, "... n"], b: Float[Tensor, "... n"]) -> Float[Tens
     Returns 0 where one side is constant (no ranking to compare).
     """
     if a.shape != b.shape:
-        raise ValueError(f"rankings differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
+        raise SimilarityError(f"rankings differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
     ra = torch.from_numpy(rankdata(a.double().numpy(), axis=-1))
     rb = torch.from_numpy(rankdata(b.double().numpy(), axis=-1))
     ra = ra - ra.mean(dim=-1, keepdim=True)
@@ -70,7 +74,7 @@ def layer_similarity(
     """
     pairs = [(i, j) for i in range(len(a)) for j in range(len(b)) if not (same and i == j)]
     if not pairs:
-        raise ValueError("a task's similarity with itself needs at least two trials")
+        raise SimilarityError("a task's similarity with itself needs at least two trials")
     return torch.stack([spearman(a[i], b[j]) for i, j in pairs]).mean(dim=0)
 
 
@@ -149,7 +153,7 @@ def hypergeometric_pvalue(overlap: int, total: int, size_a: int, size_b: int) ->
     hypergeometric tail, ``scipy.stats.hypergeom.sf(overlap - 1, total, size_a, size_b)``.
     """
     if not (0 <= size_a <= total and 0 <= size_b <= total):
-        raise ValueError(f"set sizes {size_a}, {size_b} must lie in [0, {total}]")
+        raise SimilarityError(f"set sizes {size_a}, {size_b} must lie in [0, {total}]")
     return float(stats.hypergeom.sf(overlap - 1, total, size_a, size_b))
 
 
@@ -262,12 +266,12 @@ def label_word_robustness(
     default_seeds = {prompting.trial_setup(artefact)[2] for artefact in trained}
     shared = sorted(default_seeds & set(seeds))
     if shared:
-        raise ValueError(
+        raise SimilarityError(
             f"seeds {shared} are also default trials' seeds {sorted(default_seeds)}: "
             "use seeds the default trials do not use"
         )
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds repeat: {list(seeds)}")
+        raise SimilarityError(f"seeds repeat: {list(seeds)}")
     if max_steps is not None:
         train_config = replace(train_config, max_steps=max_steps)
     probe_config = ProbeConfig(**probes[0].meta["config"]["probe"])

@@ -28,6 +28,10 @@ from helpers.similarity import spearman
 from helpers.store import Artefact, ArtefactStore
 
 
+class TransferError(ValueError):
+    """A transfer between prompts or tasks cannot be measured as asked."""
+
+
 def transfer_accuracy(
     source: SoftPromptModel,
     target: TaskData,
@@ -167,7 +171,7 @@ def target_correlations(
     """
     n = indicator.shape[0]
     if n < 3:
-        raise ValueError("correlations over sources need at least three tasks")
+        raise TransferError("correlations over sources need at least three tasks")
     rows = []
     for t in range(n):
         sources = [s for s in range(n) if s != t]
@@ -194,7 +198,7 @@ def check_task_count(tasks: Sequence[str]) -> None:
     indicator with transfer: per target over its sources, and again with each task left
     out, which needs `MIN_TASKS`."""
     if len(tasks) < MIN_TASKS:
-        raise ValueError(
+        raise TransferError(
             f"transfer needs at least {MIN_TASKS} tasks (each target ranks its sources, also "
             f"with one task left out); got {len(tasks)}: {list(tasks)}"
         )
@@ -206,7 +210,7 @@ def leave_one_out(
     """Mean correlation with each task removed from both sources and targets in turn."""
     n = indicator.shape[0]
     if n < MIN_TASKS:
-        raise ValueError(f"leave-one-out needs at least {MIN_TASKS} tasks, got {n}")
+        raise TransferError(f"leave-one-out needs at least {MIN_TASKS} tasks, got {n}")
     means = []
     for left in range(n):
         keep = [k for k in range(n) if k != left]
