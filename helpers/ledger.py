@@ -644,7 +644,7 @@ def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame["paper"] = [_number(r["paper"]) if r["paper"] is not None else "no number" for r in rows]
     frame["across units"] = [
         ""
-        if math.isnan(r["across units"][0])
+        if math.isnan(r["across units"][0]) or r["interval over"] == "units"
         else "[{}, {}]".format(*map(_number, r["across units"]))
         for r in rows
     ]
