@@ -195,6 +195,7 @@ def test_chapters_execute_and_the_book_builds_in_the_ci_profile(tmp_path: Path) 
 # tasks, prompt length, initialisation, scope, tuning methods...) runs as the paper's.
 PAPER_STANDIN_SIZES = {
     "max_steps": 4,
+    "retrain_steps": 4,
     "eval_every": 2,
     "trials": 2,
     "sweep_trials": 2,
