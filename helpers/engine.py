@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 from datasets import Dataset
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from transformers import DynamicCache
 
@@ -110,6 +110,24 @@ Pooling = Literal["prompt", "mean", "max"]
 
 
 @torch.no_grad()
+def layout_neurons(
+    model: SoftPromptModel, batch: PromptBatch
+) -> tuple[Float[Tensor, "n layer seq ffn"], Bool[Tensor, "n seq"], Bool[Tensor, "n seq"]]:
+    """Every neuron's activation at every position of a batch's full layout (text and
+    prompt in one pass), with the real positions (padding left out) and, among them, the
+    text positions (those that are not scored prompt positions)."""
+    backbone = model.backbone
+    layout = model.layout(batch)
+    with record_neurons(backbone) as recorded:
+        backbone.model.base_model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
+    stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
+    real = layout.attention_mask.bool()
+    text = real.clone()
+    text[torch.arange(len(text))[:, None], layout.prompt_positions] = False
+    return stacked, real, text
+
+
+@torch.no_grad()
 def pooled_activations(
     model: SoftPromptModel, batch: PromptBatch, how: Literal["mean", "max"]
 ) -> Float[Tensor, "n layer 1 ffn"]:
@@ -120,13 +138,7 @@ def pooled_activations(
     tokens, the prompt still in place. On a decoder the text precedes the prompt and
     cannot see it, so these activations do not depend on the prompt at all.
     """
-    backbone = model.backbone
-    layout = model.layout(batch)
-    with record_neurons(backbone) as recorded:
-        backbone.model.base_model(inputs_embeds=layout.embeds, attention_mask=layout.attention_mask)
-    stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
-    text = layout.attention_mask.bool().clone()
-    text[torch.arange(len(text))[:, None], layout.prompt_positions] = False
+    stacked, _, text = layout_neurons(model, batch)
     weights = text[:, None, :, None]
     if how == "mean":
         pooled = (stacked * weights).sum(dim=2) / weights.sum(dim=2)

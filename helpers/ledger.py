@@ -314,6 +314,14 @@ def _fig6(results: Results) -> Effect:
     return Effect(units, 0.0, None, "z", importance_errors(rows, list(units)))
 
 
+def _example_areas(curve: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """One order's sweep rows (one trial, several fractions): the fractions, and each
+    example's area under its 0/1 outcomes over them (trapezoid rule, as `curve_area`)."""
+    curve = curve.sort_values("fraction")
+    x = curve["fraction"].to_numpy()
+    return x, np.trapezoid(correct_matrix(curve.to_dict(orient="records")), x, axis=0)
+
+
 def importance_errors(
     rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], draws: int = 1000, seed: int = 0
 ) -> dict[str, float]:
@@ -336,11 +344,10 @@ def importance_errors(
         def area(
             order: str, part: pd.DataFrame = part, weights: np.ndarray = weights
         ) -> np.ndarray:
-            per_trial = []
-            for _, curve in part[part["order"] == order].groupby("trial"):
-                curve = curve.sort_values("fraction")
-                outcomes = correct_matrix(curve.to_dict(orient="records"))
-                per_trial.append(weights @ np.trapezoid(outcomes, curve["fraction"], axis=0))
+            per_trial = [
+                weights @ _example_areas(curve)[1]
+                for _, curve in part[part["order"] == order].groupby("trial")
+            ]
             return np.mean(per_trial, axis=0)
 
         sources = [str(o) for o in part["order"].unique() if o != "random"]
@@ -368,15 +375,11 @@ def _fig15(results: Results) -> Effect:
     chosen = pd.DataFrame(selectivity)
     errors = {}
     for task in units:
-        curves = []
-        for part in (chosen[chosen["task"] == task], sweeps[sweeps["task"] == task]):
-            part = part.sort_values("fraction")
-            curves.append((part["fraction"].to_numpy(), correct_matrix(part.to_dict("records"))))
-        (x, by_index), (x_own, by_predictivity) = curves
+        x, by_index = _example_areas(chosen[chosen["task"] == task])
+        x_own, by_predictivity = _example_areas(sweeps[sweeps["task"] == task])
         if not np.array_equal(x, x_own):
             raise LedgerError(f"{task}: the two orders were swept at different fractions")
-        differences = np.trapezoid(by_index - by_predictivity, x, axis=0)
-        errors[task] = 100 * paired_error(differences)
+        errors[task] = 100 * paired_error(by_index - by_predictivity)
     return Effect(units, 0.0, None, "points × fraction", errors)
 
 

@@ -112,19 +112,10 @@ def position_means(
     """Each neuron's mean activation over the text positions (``text``) and over every
     position the FFN runs at, text, soft prompt and template (``all``), weighted by token:
     the full layout of every example of ``data``, padding left out."""
-    backbone = model.backbone
     sums: dict[str, Tensor] = {}
     counts = {"text": 0, "all": 0}
     for batch in model.batches(data, batch_size):
-        layout = model.layout(batch)
-        with engine.record_neurons(backbone) as recorded:
-            backbone.model.base_model(
-                inputs_embeds=layout.embeds, attention_mask=layout.attention_mask
-            )
-        stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
-        real = layout.attention_mask.bool()
-        text = real.clone()
-        text[torch.arange(len(text))[:, None], layout.prompt_positions] = False
+        stacked, real, text = engine.layout_neurons(model, batch)
         for name, where in (("text", text), ("all", real)):
             total = (stacked * where[:, None, :, None].to(stacked.dtype)).sum(dim=(0, 2))
             sums[name] = sums[name] + total if name in sums else total
