@@ -21,6 +21,7 @@ import time
 import torch
 
 from helpers import activations, data, engine, models, prompting
+from helpers.runner import bench_parser
 
 
 def setup(backbone_name: str, task_name: str, examples: int, length: int):
@@ -39,13 +40,8 @@ def memory_run(args: argparse.Namespace, examples: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--task", default="rotten_tomatoes")
-    parser.add_argument("--prompt-length", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = bench_parser(__doc__)
     parser.add_argument("--examples", type=int, default=64, help="examples per timed block")
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-examples", type=int, default=50)
     parser.add_argument("--memory-only", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -14,7 +14,6 @@ their median times are printed, with the processor.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from dataclasses import replace
@@ -22,18 +21,13 @@ from dataclasses import replace
 import torch
 
 from helpers import data, engine, models, perturbation, prompting
-from helpers.runner import processor
+from helpers.runner import bench_parser, processor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--task", default="rotten_tomatoes")
-    parser.add_argument("--prompt-length", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = bench_parser(__doc__)
     parser.add_argument("--examples", type=int, default=100, help="test examples per condition")
     parser.add_argument("--conditions", type=int, default=8, help="perturbed sets per sweep")
-    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     backbone = models.load_backbone(args.backbone)

@@ -28,7 +28,6 @@ processor and threads.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 
 from helpers import data, engine, models, prompting
-from helpers.runner import processor
+from helpers.runner import bench_parser, processor
 
 
 def step(
@@ -71,16 +70,11 @@ def step_official(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--task", default="rotten_tomatoes")
-    parser.add_argument("--prompt-length", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser = bench_parser(__doc__, batch_size=8)
     parser.add_argument("--train-examples", type=int, default=2000)
     parser.add_argument("--trials", type=int, default=3, help="trials sharing the texts")
     parser.add_argument("--steps", type=int, default=8, help="steps per timed block")
     parser.add_argument("--pool", type=int, default=200, help="examples trained on together")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating timed blocks")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

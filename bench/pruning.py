@@ -12,21 +12,19 @@ predictivity. Original and pruned run alternately in one process on the same inp
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from helpers import models, predictivity, pruning
+from helpers.runner import bench_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="smollm2-135m")
+    parser = bench_parser(__doc__, task=None, batch_size=None, prompt_length=False)
+    parser.set_defaults(repeats=7)
     parser.add_argument("--kept-fraction", type=float, default=0.02)
     parser.add_argument("--layer-share", type=float, default=0.75)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 

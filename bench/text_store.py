@@ -13,7 +13,6 @@ written, so (c) is a lower bound of a read by a later process.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -23,15 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers import data, engine, models, prompting
+from helpers.runner import bench_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--task", default="amazon")
+    parser = bench_parser(__doc__, task="amazon", prompt_length=False)
     parser.add_argument("--examples", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     backbone = models.load_backbone(args.backbone)

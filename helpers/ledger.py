@@ -46,7 +46,7 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 from scipy import stats
 
-from helpers import paper
+from helpers import paper, tables
 from helpers.perturbation import correct_matrix
 from helpers.store import ArtefactStore
 
@@ -233,12 +233,12 @@ def _test_sizes(results: Results) -> dict[str, int]:
 
 def _tab1(results: Results) -> Effect:
     found = results["02_neuron_discovery"]
-    units = {r["task"]: r["top soft neuron"] - r["prompt tuning"] for r in found["table1"]}
+    units = {r["task"]: r[tables.TOP_SOFT_NEURON] - r[tables.PROMPT] for r in found["table1"]}
     paper_gap = _mean(
         [paper.TABLE1_NEURON[t][0] - paper.TABLE1_PROMPT[t][0] for t in paper.TABLE1_PROMPT]
     )
     sizes, prompts = _test_sizes(results), results.get("01_prompt_tuning", {}).get("trials")
-    neurons = found.get("top_neuron_trials", {}).get("top soft neuron")
+    neurons = found.get("top_neuron_trials", {}).get(tables.TOP_SOFT_NEURON)
     errors = None
     if prompts and neurons and all(task in sizes for task in units):
         errors = {}
@@ -253,14 +253,16 @@ def _tab1(results: Results) -> Effect:
 
 def _tab3(results: Results) -> Effect:
     rows = results["02_neuron_discovery"]["table3"]
-    units = {r["task"]: r["random prompt"] - r["random model"] for r in rows}
+    units = {r["task"]: r[tables.RANDOM_PROMPT] - r[tables.RANDOM_MODEL] for r in rows}
     paper_gap = _mean([prompt - model for prompt, model in paper.TABLE3_RANDOM.values()])
     sizes = _test_sizes(results)
     errors = None
     if all(r["task"] in sizes for r in rows):
         errors = {
             r["task"]: 100
-            * binomial_error([r["random prompt"] / 100, r["random model"] / 100], sizes[r["task"]])
+            * binomial_error(
+                [r[tables.RANDOM_PROMPT] / 100, r[tables.RANDOM_MODEL] / 100], sizes[r["task"]]
+            )
             for r in rows
         }
     return Effect(units, 0.0, paper_gap, "points", errors)
@@ -421,14 +423,14 @@ def _label_words(results: Results) -> Effect:
 
 
 def _tab4_accuracy(results: Results) -> Effect:
-    trials = pd.DataFrame(results["05_pruning"]["trials"]).dropna(subset=["pruned + prompt tuning"])
+    trials = pd.DataFrame(results["05_pruning"]["trials"]).dropna(subset=[tables.RETRAINED])
     sizes = _test_sizes(results)
     units, errors = {}, {}
     for task, part in trials.groupby("task", sort=False):  # retrained trials, paired
-        gaps = (part["pruned + prompt tuning"] - part["prompt tuning"]).tolist()
+        gaps = (part[tables.RETRAINED] - part[tables.PROMPT]).tolist()
         units[str(task)] = _mean(gaps)
         if task in sizes:
-            after, before = part["pruned + prompt tuning"] / 100, part["prompt tuning"] / 100
+            after, before = part[tables.RETRAINED] / 100, part[tables.PROMPT] / 100
             pairs = zip(after, before, strict=True)
             within = [binomial_error(pair, sizes[str(task)]) for pair in pairs]
             errors[str(task)] = 100 * trial_error(within, [g / 100 for g in gaps])
@@ -437,7 +439,7 @@ def _tab4_accuracy(results: Results) -> Effect:
 
 
 def _tab4_speed(results: Results) -> Effect:
-    units = {r["task"]: r["speed-up"] for r in results["05_pruning"]["table4"]}
+    units = {r["task"]: r[tables.SPEED_UP] for r in results["05_pruning"]["table4"]}
     return Effect(units, 1.0, _mean([v[2] for v in paper.TABLE4.values()]), "×")
 
 

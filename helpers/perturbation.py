@@ -359,62 +359,92 @@ def sweep(
     return rows
 
 
-def stored_sweep(
-    store: ArtefactStore,
-    identity: Mapping[str, object],
-    upstream: Sequence[str],
-    model: SoftPromptModel,
-    split: Dataset,
-    orders: Mapping[str, Order],
-    fractions: Sequence[float],
-    config: PerturbConfig,
-    own: str,
-    random_draws: int = 3,
-    seed: int = 0,
-    batch_size: int = 32,
-    caches: TextCaches | None = None,
-    values: Float[Tensor, "layer ffn"] | None = None,
-    scale: Float[Tensor, "layer ffn"] | None = None,
-) -> list[dict[str, object]]:
-    """`sweep`, computed once and kept in the artefact store (stage ``sweeps``).
+@dataclass(frozen=True)
+class SweepPlan:
+    """What every sweep of a chapter shares, and where the sweeps are kept.
 
-    Args:
-        identity: what the model and the orders are (e.g. the prompt's and the probes'
-            keys, the selection); part of the key, with every setting of the sweep.
+    `run` is `sweep` computed once and kept in the artefact store (stage ``sweeps``),
+    with the per-neuron values its perturbation needs computed from training examples.
+
+    Attributes:
+        store: the artefact store.
+        fractions: perturbed shares of the neurons (0 is the unperturbed model).
+        config: the perturbation.
+        random_draws: random sets per fraction, as `sweep`.
+        batch_size: examples per forward pass.
+        caches: the texts' states shared across sweeps (None: one per sweep).
+        seed: base seed of the noise and the random draws.
     """
-    settings = {
-        "sweep": dict(identity),
-        "orders": list(orders),
-        "fractions": list(fractions),
-        "config": asdict(config),
-        "own": own,
-        "random_draws": random_draws,
-        "seed": seed,
-        "n": len(split),
-        "rows": "per example",
-        "stratified": None
-        if scale is None
-        else hashlib.sha256(scale.float().contiguous().numpy().tobytes()).hexdigest()[:16],
-    }
 
-    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
-        rows = sweep(
-            model,
-            split,
-            orders,
-            fractions,
-            config,
-            own,
-            random_draws,
-            seed,
-            batch_size,
-            caches,
-            values,
-            scale=scale,
-        )
-        return {}, {"rows": rows}
+    store: ArtefactStore
+    fractions: Sequence[float]
+    config: PerturbConfig
+    random_draws: int = 3
+    batch_size: int = 32
+    caches: TextCaches | None = None
+    seed: int = 0
 
-    return store.cached("sweeps", settings, compute, upstream).json("rows")
+    def run(
+        self,
+        model: SoftPromptModel,
+        split: Dataset,
+        orders: Mapping[str, Order],
+        own: str,
+        identity: Mapping[str, object],
+        upstream: Sequence[str],
+        fit: Dataset | None = None,
+        scale: Float[Tensor, "layer ffn"] | None = None,
+    ) -> list[dict[str, object]]:
+        """Sweep ``model`` on ``split`` in ``orders`` (own order ``own``); see `sweep`.
+
+        Args:
+            identity: what the model and the orders are (e.g. the prompt's and the
+                probes' keys, the selection); part of the key, with every setting.
+            upstream: keys of the artefacts the model and the orders come from.
+            fit: training examples for the perturbation's per-neuron values
+                (`neuron_values_for`); needed only by ``how="value"`` and
+                ``scale="spread"``.
+            scale: per-neuron activation scale for stratified random draws.
+        """
+        config = self.config
+        if fit is None and (config.how == "value" or config.scale == "spread"):
+            raise PerturbationError(
+                f"how={config.how!r} with scale={config.scale!r} needs training examples (fit)"
+            )
+        settings = {
+            "sweep": dict(identity),
+            "orders": list(orders),
+            "fractions": list(self.fractions),
+            "config": asdict(config),
+            "own": own,
+            "random_draws": self.random_draws,
+            "seed": self.seed,
+            "n": len(split),
+            "rows": "per example",
+            "stratified": None
+            if scale is None
+            else hashlib.sha256(scale.float().contiguous().numpy().tobytes()).hexdigest()[:16],
+        }
+
+        def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+            values = None if fit is None else neuron_values_for(model, fit, config, self.batch_size)
+            rows = sweep(
+                model,
+                split,
+                orders,
+                self.fractions,
+                config,
+                own,
+                self.random_draws,
+                self.seed,
+                self.batch_size,
+                self.caches,
+                values,
+                scale=scale,
+            )
+            return {}, {"rows": rows}
+
+        return self.store.cached("sweeps", settings, compute, upstream).json("rows")
 
 
 def curve_area(fractions: Sequence[float], accuracies: Sequence[float]) -> float:
@@ -440,6 +470,45 @@ def importance(rows: Sequence[Mapping[str, object]]) -> dict[str, float]:
         curve = part.groupby("fraction")["accuracy"].mean()
         out[str(name)] = area_random - curve_area(curve.index, curve.to_numpy())
     return out
+
+
+def at_largest(sweeps: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
+    """Fig. 4 at the largest fraction swept, one row per evaluated task (accuracies in %):
+    unperturbed, own order, the random draws' mean, min and max, the mean count of massive
+    neurons in the own and the random sets, and whether the own order hurts more than
+    every random draw.
+
+    Args:
+        sweeps: `sweep` rows with ``task`` (the evaluated task, whose name is also its own
+            order) and ``trial`` columns added.
+    """
+    largest = sweeps[sweeps["fraction"] == sweeps["fraction"].max()]
+    own = largest[largest["order"] == largest["task"]].groupby("task")
+    random = largest[largest["order"] == "random"].groupby("task")
+    table = pd.DataFrame(
+        {
+            "unperturbed": 100 * sweeps[sweeps["fraction"] == 0].groupby("task")["accuracy"].mean(),
+            "own order": 100 * own["accuracy"].mean(),
+            "random mean": 100 * random["accuracy"].mean(),
+            "random min": 100 * random["accuracy"].min(),
+            "random max": 100 * random["accuracy"].max(),
+            "massive, own": own["massive"].mean(),
+            "massive, random": random["massive"].mean(),
+        }
+    ).reindex(list(tasks))
+    table["own hurts more"] = table["own order"] < table["random min"]
+    return table
+
+
+def with_predictivity(
+    sweeps: pd.DataFrame, other: Sequence[Mapping[str, object]], name: str = "predictivity"
+) -> pd.DataFrame:
+    """Trial 0's own-order and random rows of ``sweeps``, the own order renamed ``name``,
+    stacked with the rows of another ranking's sweep (App. H, Fig. 15)."""
+    own_or_random = (sweeps["order"] == sweeps["task"]) | (sweeps["order"] == "random")
+    kept = sweeps[(sweeps["trial"] == 0) & own_or_random]
+    renamed = kept.assign(order=kept["order"].where(kept["order"] == "random", name))
+    return pd.concat([renamed, pd.DataFrame(list(other))])
 
 
 def correct_matrix(rows: Sequence[Mapping[str, object]]) -> np.ndarray:

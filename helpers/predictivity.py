@@ -8,7 +8,7 @@ all neurons of the model. Both are available; per layer is the default.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -556,3 +556,76 @@ def control_prompts(
         "hand-written prompt": SoftPromptModel(backbone, hand_written(backbone, hand_text, config)),
         "random model": SoftPromptModel(random_backbone, untrained, seed=seed),
     }
+
+
+def view_label(task: str, view: str) -> str:
+    """A binary (sub)task's name in tables: the task for ``binary``, else ``task:view``."""
+    return task if view == "binary" else f"{task}:{view}"
+
+
+def view_scores(
+    probes: Mapping[str, Sequence[Artefact]], mask: Bool[Tensor, " prompt"] | None = None
+) -> dict[str, Float[Tensor, "layer ffn"]]:
+    """Pred(N) on dev of every task's binary (sub)tasks, named by `view_label`."""
+    return {
+        view_label(name, view): value
+        for name, runs in probes.items()
+        for view, value in task_predictivity(runs, mask).items()
+    }
+
+
+def score_rows(scores: Mapping[str, Float[Tensor, "layer ffn"]]) -> list[dict[str, object]]:
+    """One summary row per view: neuron count, best predictivity and counts above 70/80% (%)."""
+    return [
+        {
+            "view": key,
+            "neurons": value.numel(),
+            "max": 100 * float(value.max()),
+            ">= 70%": int((value >= 0.7).sum()),
+            ">= 80%": int((value >= 0.8).sum()),
+        }
+        for key, value in scores.items()
+    ]
+
+
+def pooled_comparison(
+    probe_: Artefact, pooled: Mapping[str, Artefact], mask: Bool[Tensor, " prompt"]
+) -> dict[str, Float[Tensor, "layer ffn"]]:
+    """Pred(N) at the prompt positions beside Pred(N) of activations pooled over the input
+    (the paper's "Avg." and "Max." baselines, Fig. 3), for the pooled probes' first view."""
+    view = views(pooled["mean"])[0]
+    found = {"prompt (ours)": dev_predictivity([probe_], view, mask)}
+    return found | {f"{how} over input": dev_predictivity([a], view) for how, a in pooled.items()}
+
+
+def control_accuracies(
+    prompt: SoftPromptModel,
+    random_backbone: Backbone,
+    task: TaskData,
+    fit: Dataset,
+    config: ProbeConfig,
+    store: ArtefactStore,
+    positions: Positions,
+    caches: TextCaches,
+    random_caches: TextCaches,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Tab. 3 for one task: the top neuron's test accuracy (%) under each untuned control
+    (`control_prompts`, laid out like ``prompt``), probed without permutations.
+
+    ``caches`` holds the texts on the trained prompt's backbone, ``random_caches`` those on
+    the random one (a text's states differ between the two backbones).
+    """
+    backbone = prompt.backbone
+    controls = control_prompts(
+        backbone, random_backbone, prompt.config, task.spec.hand_prompt, seed
+    )
+    found = {}
+    for label, control in controls.items():
+        texts = caches if control.backbone is backbone else random_caches
+        identity = {"control": label, "backbone": control.backbone.name}
+        stats = probe(control, task, replace(config, permutations=0), store, identity, caches=texts)
+        mask = scored_mask(control, positions)
+        accuracy = top_accuracy([stats], [control], fit, task.test, mask, config.batch_size, texts)
+        found[label] = 100 * accuracy[0]
+    return found

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
@@ -26,13 +26,15 @@ import torch
 from datasets import Dataset
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
-from helpers import activations, engine
+from helpers import activations, engine, tables
 from helpers.checks import check_choice
+from helpers.data import TaskData
 from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import SoftPromptModel, moved
+from helpers.prompting import SoftPromptModel, TrainConfig, moved, run_trial
 from helpers.store import Artefact, ArtefactStore
 
 
@@ -428,4 +430,77 @@ def latency(
                     )
     finally:
         torch.set_num_threads(previous)
+    return rows
+
+
+def recovery_row(
+    prompt: SoftPromptModel,
+    artefact: Artefact,
+    pruned: Backbone,
+    task: TaskData,
+    train: TrainConfig | None,
+    store: ArtefactStore,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> dict[str, object]:
+    """One trial of Tab. 4 (test accuracy, %): the prompt on the original model (from its
+    artefact), moved as it is onto the pruned model, and retrained there from where it
+    was (`prompting.run_trial` with ``start``, the same seed), the paper's "pruned +
+    prompt tuning". ``train=None`` skips the retraining (NaN, no ``retrained_key``).
+
+    Paper: §6.1, Tab. 4.
+    """
+    as_is = moved(prompt, pruned).evaluate(task.test, batch_size, caches=caches)
+    again = None
+    if train is not None:
+        seed = artefact.json("config")["seed"]
+        again = run_trial(pruned, task, prompt.config, train, seed, store, False, caches, artefact)
+    return {
+        tables.PROMPT: 100 * artefact.json("metrics")["test_accuracy"],
+        tables.PRUNED: 100 * as_is.accuracy,
+        tables.RETRAINED: float("nan")
+        if again is None
+        else 100 * again.json("metrics")["test_accuracy"],
+        "retrained_key": None if again is None else again.key,
+    }
+
+
+def kept_fraction_rows(
+    model: Backbone,
+    prompt: SoftPromptModel,
+    skill_for: Callable[[float], Bool[Tensor, "layer ffn"]],
+    baselines: Float[Tensor, "layer ffn"],
+    split: Dataset,
+    fractions: Sequence[float],
+    layer_share: float,
+    timed: tuple[int, int],
+    batch_size: int = 32,
+) -> list[dict[str, float]]:
+    """Accuracy, speed-up, FLOP limit and parameter share as the kept fraction varies,
+    one pruned model at a time (Fig. 7 of §6.1's trade-off, without retraining).
+
+    Args:
+        skill_for: the skill neurons at a kept fraction (e.g. a partial of
+            `predictivity.skill_neurons`).
+        baselines: the removed neurons' constants (`removed_constants`).
+        timed: the (batch size, sequence length) the speed is measured at.
+    """
+    rows = []
+    for fraction in tqdm(fractions, desc="kept fraction"):
+        config = PruneConfig(fraction, layer_share)
+        kept = kept_neurons(skill_for(fraction), config)
+        small = prune(model, kept, baselines, name=f"{model.name}-keep-{fraction}")
+        accuracy = moved(prompt, small).evaluate(split, batch_size).accuracy
+        pair = {"original": model, "pruned": small}
+        times = {r["model"]: r["ms"] for r in latency(pair, [timed[0]], [timed[1]], repeats=3)}
+        rows.append(
+            {
+                "kept_fraction": fraction,
+                "accuracy": 100 * accuracy,
+                "speedup": times["original"] / times["pruned"],
+                "flop_limit": flops_per_token(model, timed[1]) / flops_per_token(small, timed[1]),
+                "parameter_share": 100 * parameter_count(small) / parameter_count(model),
+            }
+        )
+        del small
     return rows

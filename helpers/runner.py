@@ -54,6 +54,27 @@ def processor() -> str:
     return f"{fields.get('Model name', '?').strip()} ({', '.join(matrix) or 'no avx2'})"
 
 
+def bench_parser(
+    doc: str,
+    task: str | None = "rotten_tomatoes",
+    batch_size: int | None = 32,
+    prompt_length: bool = True,
+) -> argparse.ArgumentParser:
+    """The arguments the benchmarks in ``bench/`` share: the backbone, the task, the batch
+    size, the prompt length (each left out where None or False) and the timed repeats; a
+    benchmark adds its own."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--backbone", default="smollm2-135m")
+    if task is not None:
+        parser.add_argument("--task", default=task)
+    if prompt_length:
+        parser.add_argument("--prompt-length", type=int, default=8)
+    if batch_size is not None:
+        parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating timed blocks")
+    return parser
+
+
 def notebooks(root: Path = ROOT) -> list[Path]:
     """Return the chapter notebooks in book order."""
     return sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))

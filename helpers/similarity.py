@@ -27,7 +27,15 @@ from helpers import data, prompting
 from helpers.data import TaskData, verbalizer_ids
 from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.predictivity import ProbeConfig, dev_predictivity, neuron_values, probe_trials, views
+from helpers.predictivity import (
+    ProbeConfig,
+    dev_predictivity,
+    neuron_values,
+    probe_trials,
+    top_neuron,
+    view_label,
+    views,
+)
 from helpers.prompting import PromptError, SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
 
@@ -363,3 +371,41 @@ def activation_selectivity(
         "top": [words[int(i)] for i in order[:k]],
         "bottom": [words[int(i)] for i in order.flip(0)[:k]],
     }
+
+
+def word_rows(
+    model: SoftPromptModel,
+    probe: Artefact,
+    task: str,
+    mask: Bool[Tensor, " prompt"] | None,
+    k: int = 10,
+    activation_words: int | None = None,
+    batch_size: int = 32,
+) -> list[dict[str, str]]:
+    """The words each binary (sub)task's top neuron is most and least selective for, by
+    weight alignment (`weight_selectivity`) and by activation (`activation_selectivity`):
+    one row per (view, measure, end) with the words joined by commas.
+
+    Paper: §4.4 (what the top skill neurons respond to).
+    """
+    rows = []
+    for view in views(probe):
+        best = top_neuron([probe], view, mask)[0]
+        layer, neuron, position = best["layer"], best["neuron"], best["position"]
+        found = {
+            "cosine": weight_selectivity(model.backbone, layer, neuron, k),
+            "activation": activation_selectivity(
+                model, (layer, position, neuron), k, activation_words, 0, batch_size
+            ),
+        }
+        rows += [
+            {
+                "task": view_label(task, view),
+                "neuron": f"L{layer}.{neuron}",
+                "measure": f"{how} {end}",
+                "words": ", ".join(words[end]),
+            }
+            for how, words in found.items()
+            for end in ("top", "bottom")
+        ]
+    return rows

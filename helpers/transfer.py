@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from helpers import engine
+from helpers import engine, paper
 from helpers.data import TaskData, VerbalizerStyle
 from helpers.engine import TextCaches
 from helpers.prompting import SoftPromptModel, moved, prefix_cached
@@ -53,27 +54,6 @@ def transfer_accuracy(
     test = target.test if size is None else target.test.select(range(min(size, len(target.test))))
     reader = moved(source, source.backbone, label_words=target.spec.label_words(words))
     return reader.evaluate(test, batch_size, caches=caches).accuracy
-
-
-def stored_transfer(
-    store: ArtefactStore,
-    prompt: Artefact,
-    source: SoftPromptModel,
-    target: TaskData,
-    batch_size: int = 32,
-    caches: TextCaches | None = None,
-    words: VerbalizerStyle = "shared",
-    size: int | None = None,
-) -> float:
-    """`transfer_accuracy` of a stored prompt, computed once and kept (stage ``transfer``)."""
-    settings = {"prompt": prompt.key, "target": target.spec.name, "words": words, "size": size}
-
-    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
-        accuracy = transfer_accuracy(source, target, batch_size, caches, words, size)
-        return {}, {"metrics": {"accuracy": accuracy}}
-
-    artefact = store.cached("transfer", settings, compute, upstream=[prompt.key, target.key])
-    return float(artefact.json("metrics")["accuracy"])
 
 
 def prediction_index(model: SoftPromptModel) -> int:
@@ -217,3 +197,119 @@ def leave_one_out(
         sub_indicator, sub_transfer = indicator[keep][:, keep], transfer[keep][:, keep]
         means.append(float(target_correlations(sub_indicator, sub_transfer).mean()))
     return means
+
+
+def transfer_matrix(
+    store: ArtefactStore,
+    trained: Mapping[str, Sequence[Artefact]],
+    prompts: Mapping[str, Sequence[SoftPromptModel]],
+    targets: Mapping[str, TaskData],
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+    words: VerbalizerStyle = "shared",
+    size: int | None = None,
+) -> Float[Tensor, "source target"]:
+    """Transfer accuracy of every source task's prompts (mean over its trials) on every
+    target task; the diagonal is each task's own prompts. Each (prompt, target) accuracy
+    (`transfer_accuracy`) is computed once and kept in the store (stage ``transfer``),
+    keyed by the prompt's artefact, the target's splits, the label words and ``size``.
+
+    Paper: §6.2, Fig. 8 (before the relative scale).
+    """
+
+    def accuracy(artefact: Artefact, source: SoftPromptModel, target: TaskData) -> float:
+        settings = {"prompt": artefact.key, "target": target.spec.name, "words": words}
+        settings["size"] = size
+
+        def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+            found = transfer_accuracy(source, target, batch_size, caches, words, size)
+            return {}, {"metrics": {"accuracy": found}}
+
+        stored = store.cached("transfer", settings, compute, upstream=[artefact.key, target.key])
+        return float(stored.json("metrics")["accuracy"])
+
+    return torch.tensor(
+        [
+            [
+                np.mean(
+                    [
+                        accuracy(a, p, target)
+                        for a, p in zip(trained[source], prompts[source], strict=True)
+                    ]
+                )
+                for target in targets.values()
+            ]
+            for source in tqdm(prompts, desc="source tasks")
+        ]
+    )
+
+
+def indicators(
+    prompts: Mapping[str, Sequence[SoftPromptModel]],
+    states: Mapping[str, Sequence[Bool[Tensor, "layer ffn"]]],
+    skill: Mapping[str, Bool[Tensor, "layer ffn"]],
+    task_similarity: Float[Tensor, "source target"],
+) -> dict[str, Float[Tensor, "source target"]]:
+    """The transfer indicators as source × target matrices, averaged over trial pairs: ON,
+    ON restricted to the target's skill neurons, prompt cosine, token-wise similarity,
+    and the tasks' skill-neuron similarity (chapter 04) as given."""
+    return {
+        "ON": pairwise(states, lambda s, i, t, j: overlap_rate(states[s][i], states[t][j])),
+        "skill-neuron ON": pairwise(
+            states, lambda s, i, t, j: overlap_rate(states[s][i], states[t][j], skill[t])
+        ),
+        "prompt cosine": pairwise(
+            prompts, lambda s, i, t, j: prompt_cosine(prompts[s][i], prompts[t][j])
+        ),
+        "token similarity": pairwise(
+            prompts, lambda s, i, t, j: token_similarity(prompts[s][i], prompts[t][j])
+        ),
+        "task similarity": task_similarity,
+    }
+
+
+def indicator_rows(found: Mapping[str, Float[Tensor, "source target"]]) -> list[dict[str, object]]:
+    """Per indicator: its mean off the diagonal, its min and its max."""
+    rows = []
+    for label, value in found.items():
+        off = ~torch.eye(value.shape[0], dtype=torch.bool)
+        rows.append(
+            {
+                "indicator": label,
+                "mean off the diagonal": float(value[off].mean()),
+                "min": float(value.min()),
+                "max": float(value.max()),
+            }
+        )
+    return rows
+
+
+def correlation_rows(
+    found: Mapping[str, Float[Tensor, "source target"]],
+    transfer: Float[Tensor, "source target"],
+    draws: int = 2000,
+) -> tuple[list[dict[str, object]], dict[str, np.ndarray]]:
+    """Per indicator: the mean per-target Spearman ρ with transfer (`target_correlations`),
+    its bootstrap interval over targets, its range with one task left out and the
+    paper's value; and each indicator's per-target correlations.
+
+    Paper: §6.2 (0.53 for ON, 0.71 for skill-neuron ON).
+    """
+    rows, per_target = [], {}
+    for label, value in found.items():
+        correlations = target_correlations(value, transfer)
+        per_target[label] = correlations.numpy()
+        low, high = bootstrap_interval(correlations, draws)
+        left_out = leave_one_out(value, transfer)
+        rows.append(
+            {
+                "indicator": label,
+                "mean Spearman ρ": float(correlations.mean()),
+                "interval low": low,
+                "interval high": high,
+                "leave-one-out min": min(left_out),
+                "leave-one-out max": max(left_out),
+                "paper": paper.TRANSFER_SPEARMAN.get(label, float("nan")),
+            }
+        )
+    return rows, per_target

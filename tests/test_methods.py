@@ -7,21 +7,13 @@ import copy
 
 import pytest
 import torch
+import toys
 
 from helpers import data, methods, models, prompting
 
 
 def _task() -> data.TaskData:
-    texts = [
-        "a good movie",
-        "the worst film",
-        "great fun",
-        "boring and bad",
-        "loved it",
-        "hated it",
-    ]
-    split = data.dataset(texts, [1, 0, 1, 0, 1, 0], ("negative", "positive"))
-    return data.TaskData(data.task_spec("rotten_tomatoes"), split, split, split, "k")
+    return toys.review_task()
 
 
 def _ids(backbone: models.Backbone) -> torch.Tensor:

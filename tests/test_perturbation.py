@@ -170,18 +170,25 @@ def test_sweep_counts_massive_neurons_and_keys_the_stratification(store) -> None
     scale[:, 0] = 500.0
     order = {"mine": lambda f: select(scale, fraction=f)}  # the massive neurons first
     config = perturbation.PerturbConfig(how="zero", scope="prompt")
-    rows = perturbation.stored_sweep(
-        store, {"t": 1}, [], model, split, order, [0.0, 0.1], config, "mine", 2, scale=scale
-    )
+    plan = perturbation.SweepPlan(store, [0.0, 0.1], config, random_draws=2)
+    rows = plan.run(model, split, order, "mine", {"t": 1}, [], scale=scale)
     perturbed = [r for r in rows if r["fraction"] > 0]
     assert {r["order"]: r["massive"] for r in perturbed if r["order"] == "mine"} == {
         "mine": model.backbone.n_layers
     }
     assert all(r["massive"] == model.backbone.n_layers for r in perturbed)  # stratified too
-    plain = perturbation.stored_sweep(
-        store, {"t": 1}, [], model, split, order, [0.0, 0.1], config, "mine", 2
-    )
+    plain = plan.run(model, split, order, "mine", {"t": 1}, [])
     assert "massive" not in plain[0] and len(list((store.root / "sweeps").iterdir())) == 2
+
+
+def test_a_sweep_plan_refuses_a_fixed_value_perturbation_without_training_examples(store) -> None:
+    model, split = _prompt_model(), _split()
+    scores = torch.rand(model.backbone.n_layers, model.backbone.ffn_width)
+    order = {"mine": lambda f: select(scores, fraction=f)}
+    plan = perturbation.SweepPlan(store, [0.0, 0.1], perturbation.PerturbConfig(how="value"))
+    with pytest.raises(perturbation.PerturbationError, match="needs training examples"):
+        plan.run(model, split, order, "mine", {"t": 1}, [])
+    assert not (store.root / "sweeps").exists()  # refused before any work
 
 
 def _prompt_model(kind: str = "llama") -> prompting.SoftPromptModel:
@@ -406,3 +413,38 @@ def test_neuron_values_for_gives_baselines_spreads_or_nothing() -> None:
             torch.ones(2, 48, dtype=torch.bool),
             perturbation.PerturbConfig(scale="spread"),
         )
+
+
+def _rows(task: str, order: str, fraction: float, accuracy: float) -> dict:
+    return {"task": task, "trial": 0, "order": order, "fraction": fraction, "accuracy": accuracy}
+
+
+def test_at_largest_compares_the_own_order_with_every_random_draw() -> None:
+    rows = [
+        _rows("a", "a", 0.0, 0.9),
+        _rows("a", "random", 0.0, 0.9),
+        _rows("a", "a", 0.2, 0.5),
+        _rows("a", "random", 0.2, 0.7),
+        _rows("a", "random", 0.2, 0.6),
+        _rows("b", "b", 0.2, 0.7),
+        _rows("b", "random", 0.2, 0.6),
+        _rows("b", "random", 0.2, 0.8),
+    ]
+    sweeps = pd.DataFrame(rows).assign(massive=[0, 0, 1, 0, 2, 0, 0, 0])
+    table = perturbation.at_largest(sweeps, ["b", "a"])
+    assert list(table.index) == ["b", "a"]
+    assert table.loc["a", "own order"] == pytest.approx(50.0)
+    assert table.loc["a", "random mean"] == pytest.approx(65.0)
+    assert table.loc["a", "massive, random"] == 1.0 and table.loc["a", "massive, own"] == 1.0
+    assert table["own hurts more"].tolist() == [False, True]  # b: 70 is not below 60
+
+
+def test_with_predictivity_renames_the_own_order_and_stacks_the_other_ranking() -> None:
+    sweeps = pd.DataFrame(
+        [_rows("a", "a", 0.1, 0.5), _rows("a", "b", 0.1, 0.6), _rows("a", "random", 0.1, 0.7)]
+        + [{**_rows("a", "a", 0.1, 0.4), "trial": 1}]
+    )
+    other = [_rows("a", "selectivity index", 0.1, 0.8)]
+    stacked = perturbation.with_predictivity(sweeps, other)
+    assert stacked["order"].tolist() == ["predictivity", "random", "selectivity index"]
+    assert stacked["accuracy"].tolist() == [0.5, 0.7, 0.8]

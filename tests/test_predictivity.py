@@ -288,3 +288,60 @@ def test_multiclass_probe_equals_direct_computation_on_the_subtasks(store) -> No
         labels = torch.tensor(list(dev["label"]))
         direct = ((dev_acts > base) == labels[:, None, None, None].bool()).float().mean(0)
         torch.testing.assert_close(tensors[f"{view}/dev"], direct, rtol=0, atol=1e-6)
+
+
+def test_view_scores_name_each_binary_view_and_summarise_it(store) -> None:
+    from helpers import models, prompting
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, three_classes=True)
+    words = ("negative", "neutral", "positive")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8, label_words=words)
+    model = prompting.SoftPromptModel(tiny, config, seed=0)
+    probe = predictivity.probe(
+        model, task, predictivity.ProbeConfig(20, batch_size=8), store, {"seed": 0}
+    )
+    scores = predictivity.view_scores({"mine": [probe]})
+    assert list(scores) == ["mine:pn", "mine:neu"]
+    assert predictivity.view_label("mine", "binary") == "mine"
+    torch.testing.assert_close(scores["mine:neu"], predictivity.dev_predictivity([probe], "neu"))
+    rows = predictivity.score_rows(scores)
+    best = 100 * float(scores["mine:pn"].max())
+    assert rows[0]["view"] == "mine:pn" and rows[0]["max"] == pytest.approx(best)
+    assert rows[0]["neurons"] == tiny.n_layers * tiny.ffn_width
+    assert rows[0][">= 70%"] == int((scores["mine:pn"] >= 0.7).sum()) >= rows[0][">= 80%"]
+
+
+def test_control_accuracies_give_each_untuned_control_its_top_neuron(store) -> None:
+    from helpers import engine, models, prompting
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, three_classes=False)
+    config = prompting.PromptConfig(length=2, max_text_tokens=8)
+    prompt = prompting.SoftPromptModel(tiny, config, seed=0)
+    random_backbone = models.random_like(tiny, seed=3)
+    probe_config = predictivity.ProbeConfig(20, permutations=3, batch_size=8)
+    found = predictivity.control_accuracies(
+        prompt,
+        random_backbone,
+        task,
+        task.train,
+        probe_config,
+        store,
+        "prompt",
+        engine.TextCaches(),
+        engine.TextCaches(),
+        seed=5,
+    )
+    assert list(found) == ["random prompt", "hand-written prompt", "random model"]
+    assert all(0 <= value <= 100 for value in found.values())
+    untuned = predictivity.control_prompts(tiny, random_backbone, config, "a review", 5)
+    probe = predictivity.probe(
+        untuned["random model"],
+        task,
+        predictivity.ProbeConfig(20, batch_size=8),
+        store,
+        {"control": "random model", "backbone": random_backbone.name},
+    )  # the same probe as the helper made: without permutations
+    expected = predictivity.top_accuracy([probe], [untuned["random model"]], task.train, task.test)
+    assert found["random model"] == pytest.approx(100 * expected[0])

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import toys
 
 from helpers import data, engine, models, prompting
 
@@ -100,15 +101,7 @@ def test_embedded_backbone_zero_shot_beats_chance_on_sentiment(store) -> None:
 
 
 def _pairs() -> data.Dataset:
-    texts = [
-        "a good movie",
-        "the worst film",
-        "great fun",
-        "boring and bad",
-        "loved it",
-        "hated it",
-    ]
-    return data.dataset(texts, [1, 0, 1, 0, 1, 0], ("negative", "positive"))
+    return toys.reviews()
 
 
 def _soft(tiny: models.Backbone, **settings) -> prompting.SoftPromptModel:

@@ -199,3 +199,55 @@ def test_constant_accuracies_score_each_constant_as_its_own_pruned_model() -> No
         values = pruning.removed_constants(model, split, how, batch_size=4)
         small = pruning.prune(model.backbone, kept, values)
         assert accuracy == prompting.moved(model, small).evaluate(split, 4).accuracy
+
+
+def _prompt_and_task():
+    import toys
+
+    from helpers import prompting
+
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=3, max_text_tokens=8))
+    return model, toys.review_task()
+
+
+def test_recovery_row_moves_the_prompt_and_retrains_it_from_where_it_was(store) -> None:
+    from helpers import prompting, tables
+
+    model, task = _prompt_and_task()
+    train = prompting.TrainConfig(max_steps=2, eval_every=1, batch_size=3, lr=0.1)
+    artefact = prompting.run_trial(model.backbone, task, model.config, train, 4, store, False)
+    prompt = prompting.load_prompt(artefact, model.backbone)
+    small = pruning.prune(model.backbone, {1: [0, 1]}, torch.zeros(2, model.backbone.ffn_width))
+    skipped = pruning.recovery_row(prompt, artefact, small, task, None, store, 4)
+    expected = prompting.moved(prompt, small).evaluate(task.test, 4).accuracy
+    assert skipped[tables.PRUNED] == pytest.approx(100 * expected)
+    assert skipped[tables.PROMPT] == pytest.approx(100 * artefact.json("metrics")["test_accuracy"])
+    assert (
+        skipped["retrained_key"] is None and skipped[tables.RETRAINED] != skipped[tables.RETRAINED]
+    )
+    row = pruning.recovery_row(prompt, artefact, small, task, train, store, 4)
+    again = store.load("prompts", row["retrained_key"])
+    assert again.meta["upstream"][-1] == artefact.key  # started from the trained prompt
+    assert row[tables.RETRAINED] == pytest.approx(100 * again.json("metrics")["test_accuracy"])
+
+
+def test_kept_fraction_rows_shrink_the_model_as_less_is_kept() -> None:
+    model, task = _prompt_and_task()
+    scores = torch.rand(model.backbone.n_layers, model.backbone.ffn_width)
+    rows = pruning.kept_fraction_rows(
+        model.backbone,
+        model,
+        lambda f: predictivity.select(scores, fraction=f),
+        torch.zeros_like(scores),
+        task.test,
+        [0.25, 1.0],
+        0.5,
+        (1, 8),
+        4,
+    )
+    assert [r["kept_fraction"] for r in rows] == [0.25, 1.0]
+    # keeping everything adds only the output projections' folded biases
+    assert rows[0]["parameter_share"] < 100 <= rows[1]["parameter_share"] < 101
+    assert rows[0]["flop_limit"] > 1 and rows[1]["flop_limit"] == pytest.approx(1, abs=0.01)
+    assert all(0 <= r["accuracy"] <= 100 and r["speedup"] > 0 for r in rows)

@@ -61,6 +61,27 @@ def test_notebook_avoids_what_house_style_forbids(notebook: Path) -> None:
     assert not re.search(r"^\s*(def|class)\s", source, re.MULTILINE), "logic belongs in helpers"
 
 
+MAX_CELL_LINES = 15
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_cells_are_short_and_setup_opens_a_workspace(notebook: Path) -> None:
+    # A chapter reads like a lecture: short cells of helper calls. The parameters cell is
+    # a list of declarations (one per line, as papermill reads them) and may be longer.
+    cells = nbformat.read(notebook, as_version=4).cells
+    code = [c for c in cells if c.cell_type == "code"]
+    long = [
+        (index, len(c.source.splitlines()))
+        for index, c in enumerate(code)
+        if "parameters" not in c.get("metadata", {}).get("tags", [])
+        and len(c.source.splitlines()) > MAX_CELL_LINES
+    ]
+    assert long == [], f"code cells over {MAX_CELL_LINES} lines (index, lines): {long}"
+    source = "\n".join(c.source for c in code)
+    if 'read_results("01_prompt_tuning")["prompt_keys"]' in source:
+        pytest.fail("load chapter 01's prompts through helpers.workspace.Workspace")
+
+
 @pytest.mark.parametrize("profile", ["ci", "paper"])
 def test_profile_keys_are_declared_by_the_notebooks(profile: str) -> None:
     runner.check_profile(profile)

@@ -226,3 +226,30 @@ def test_by_task_averages_subtask_views() -> None:
     tasks, out = similarity.by_task(matrix, names)
     assert tasks == ["a", "b"]
     assert torch.allclose(out, torch.tensor([[1.0, 0.3], [0.3, 0.6]]))
+
+
+def test_word_rows_name_each_views_top_neuron_and_its_words(store) -> None:
+    from helpers import predictivity
+
+    tiny = models.tiny_backbone("llama")
+    names = ("negative", "neutral", "positive")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8, label_words=names)
+    model = prompting.SoftPromptModel(tiny, config, seed=0)
+    texts = [
+        f"{w} {'very ' * (i % 3)}" for i, w in enumerate(["good fun", "bad film", "a film"] * 8)
+    ]
+    split = data.dataset(texts, [i % 3 for i in range(24)], names)
+    task = data.TaskData(data.task_spec("cf_tweets"), split, split, split, "k")
+    probe = predictivity.probe(model, task, predictivity.ProbeConfig(12, batch_size=8), store, {})
+    rows = similarity.word_rows(model, probe, "mine", None, k=2, activation_words=None)
+    assert [r["task"] for r in rows] == ["mine:pn"] * 4 + ["mine:neu"] * 4
+    assert [r["measure"] for r in rows[:4]] == [
+        "cosine top",
+        "cosine bottom",
+        "activation top",
+        "activation bottom",
+    ]
+    best = predictivity.top_neuron([probe], "neu")[0]
+    assert rows[4]["neuron"] == f"L{best['layer']}.{best['neuron']}"
+    cosine = similarity.weight_selectivity(tiny, best["layer"], best["neuron"], 2)
+    assert rows[4]["words"] == ", ".join(cosine["top"])

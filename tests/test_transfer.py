@@ -132,18 +132,43 @@ def test_pairwise_averages_over_trial_pairs() -> None:
     assert torch.allclose(matrix, torch.tensor([[1.0, 2.5], [2.5, 4.0]]))
 
 
-def test_stored_transfer_is_computed_once(store) -> None:
+def test_transfer_matrix_is_computed_once_and_averages_source_trials(store) -> None:
     tiny = models.tiny_backbone("llama")
     task = _task("rotten_tomatoes", [1, 0, 1, 0, 1, 0])
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
     train = prompting.TrainConfig(max_steps=1, eval_every=1, batch_size=3)
-    artefact = prompting.run_trial(tiny, task, config, train, 0, store, progress=False)
-    model = prompting.load_prompt(artefact, tiny)
-    first = transfer.stored_transfer(store, artefact, model, task, batch_size=4)
-    assert first == pytest.approx(transfer.transfer_accuracy(model, task, batch_size=4))
+    runs = [prompting.run_trial(tiny, task, config, train, s, store, False) for s in (0, 1)]
+    models_ = [prompting.load_prompt(a, tiny) for a in runs]
+    targets = {"rotten_tomatoes": task}
+
+    def matrix(size: int | None = None) -> torch.Tensor:
+        trained, prompts = {"rotten_tomatoes": runs}, {"rotten_tomatoes": models_}
+        return transfer.transfer_matrix(store, trained, prompts, targets, 4, size=size)
+
+    first = matrix()
+    each = [transfer.transfer_accuracy(m, task, batch_size=4) for m in models_]
+    assert first.shape == (1, 1) and float(first[0, 0]) == pytest.approx(np.mean(each))
     with torch.no_grad():
-        model.prompt.add_(5.0)  # a changed prompt under the same key: the stored value returns
-    assert transfer.stored_transfer(store, artefact, model, task, batch_size=4) == first
-    # The size is part of the key: a new value, on the first two test examples.
-    head = transfer.stored_transfer(store, artefact, model, task, batch_size=4, size=2)
-    assert head == pytest.approx(model.evaluate(task.test.select([0, 1]), batch_size=4).accuracy)
+        models_[0].prompt.add_(5.0)  # a changed prompt under the same key: the stored value
+    assert torch.equal(matrix(), first)
+    # The size is part of the key: new values, on the first two test examples.
+    head = [m.evaluate(task.test.select([0, 1]), batch_size=4).accuracy for m in models_]
+    assert float(matrix(size=2)[0, 0]) == pytest.approx(np.mean(head))
+
+
+def test_indicator_and_correlation_rows_of_a_perfect_and_a_reversed_indicator() -> None:
+    measured = torch.rand(4, 4, generator=torch.Generator().manual_seed(2))
+    found = {"ON": measured.clone(), "reversed": -measured}
+    rows = transfer.indicator_rows(found)
+    off = measured[~torch.eye(4, dtype=torch.bool)]
+    assert rows[0]["indicator"] == "ON"
+    assert rows[0]["mean off the diagonal"] == pytest.approx(float(off.mean()))
+    assert rows[1]["max"] == pytest.approx(float(-measured.min()))
+    correlations, per_target = transfer.correlation_rows(found, measured, draws=50)
+    assert correlations[0]["mean Spearman ρ"] == pytest.approx(1.0)
+    assert (correlations[0]["interval low"], correlations[0]["interval high"]) == pytest.approx(
+        (1.0, 1.0)
+    )
+    assert correlations[0]["paper"] == 0.53 and np.isnan(correlations[1]["paper"])
+    assert correlations[1]["leave-one-out max"] == pytest.approx(-1.0)
+    assert per_target["reversed"].tolist() == pytest.approx([-1.0] * 4)
