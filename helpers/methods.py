@@ -4,9 +4,8 @@ Paper: §5, Figs. 7-8. The paper trains adapters and BitFit, then perturbs their
 the *prompt-tuning* predictivity order: if the same neurons matter, skill neurons belong
 to the backbone, not to the prompt. Both methods keep the FFN weights (the neurons' K and
 V) fixed. The official classes for them do not run (their ``embed`` refers to an attribute
-that does not exist); this module
-builds LoRA (low-rank updates of the attention projections, Hu et al. 2021) by hand and
-BitFit as "train every bias".
+that does not exist); LoRA (low-rank updates of the attention projections, Hu et al. 2021) comes from PEFT, and
+BitFit is "train every bias".
 
 A method model is a `SoftPromptModel` whose prompt is the task's hand-written words
 (frozen), so the text, the prompt positions where neurons are read, and the verbalizer are
@@ -15,12 +14,12 @@ those of prompt tuning; only what is trained differs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
@@ -45,54 +44,43 @@ class MethodError(ValueError):
     """A tuning method cannot be applied to this backbone."""
 
 
-class LoRA(nn.Module):
-    """A frozen projection plus a trainable low-rank update: ``W x + (α/r) B A x``.
-
-    ``B`` starts at zero, so a fresh LoRA model computes exactly what the backbone does.
-    Works for ``nn.Linear`` and GPT-2's ``Conv1D`` (which stores its weight transposed).
-    """
-
-    def __init__(self, base: nn.Module, rank: int, alpha: float, generator: torch.Generator):
-        super().__init__()
-        if isinstance(base, nn.Linear):
-            d_in, d_out = base.in_features, base.out_features
-        elif isinstance(base, Conv1D):
-            d_in, d_out = base.weight.shape
-        else:
-            raise MethodError(f"LoRA cannot wrap a {type(base).__name__}")
-        self.base = base
-        self.scale = alpha / rank
-        a = torch.empty(rank, d_in)
-        bound = 1 / math.sqrt(d_in)
-        a.uniform_(-bound, bound, generator=generator)
-        self.lora_a = nn.Parameter(a.to(base.weight.dtype))
-        self.lora_b = nn.Parameter(torch.zeros(d_out, rank, dtype=base.weight.dtype))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.base(x) + self.scale * (x @ self.lora_a.T) @ self.lora_b.T
-
-
 def add_lora(
     backbone: Backbone, rank: int = 4, alpha: float = 8.0, seed: int = 0
 ) -> list[nn.Parameter]:
-    """Wrap every attention projection named in `LORA_TARGETS` with `LoRA`, in place.
+    """Add LoRA to every attention projection named in `LORA_TARGETS`, in place, with
+    PEFT (`peft.inject_adapter_in_model`): ``W x + (α/r) B A x`` with ``B`` at zero, so a
+    fresh LoRA model computes exactly what the backbone does. GPT-2's ``Conv1D``, which
+    stores its weight transposed, is adapted as PEFT's ``fan_in_fan_out``.
+
+    PEFT adapts the backbone's modules and leaves the input layout alone, so LoRA composes
+    with this project's soft-prompt layouts; ``A`` is drawn from ``seed``.
 
     Returns the new trainable parameters (everything else stays frozen).
 
     Raises:
         MethodError: no attention projection of a known name was found.
     """
-    generator = torch.Generator().manual_seed(seed)
-    added: list[nn.Parameter] = []
-    for block in backbone.layers():
-        for name, module in list(block.named_modules()):
-            if name.split(".")[-1] in LORA_TARGETS and not isinstance(module, LoRA):
-                parent = block.get_submodule(name.rsplit(".", 1)[0]) if "." in name else block
-                wrapped = LoRA(module, rank, alpha, generator)
-                setattr(parent, name.split(".")[-1], wrapped)
-                added += [wrapped.lora_a, wrapped.lora_b]
-    if not added:
+    found = {
+        name.split(".")[-1]: module
+        for block in backbone.layers()
+        for name, module in block.named_modules()
+        if name.split(".")[-1] in LORA_TARGETS
+    }
+    if not found:
         raise MethodError(f"no attention projection named one of {LORA_TARGETS} in {backbone.name}")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=sorted(found),
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in found.values()),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, backbone.model)
+    added = [p for name, p in backbone.model.named_parameters() if ".lora_" in name]
+    for parameter in added:
+        parameter.requires_grad_(True)
     return added
 
 
@@ -184,6 +172,7 @@ def run_method(
         "prompt": asdict(model.config),
         "train": asdict(train),
         "seed": seed,
+        "implementation": "peft" if config.method == "lora" else "bias",
     }
 
     def compute() -> tuple[dict[str, Tensor], dict[str, object]]:

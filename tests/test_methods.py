@@ -34,6 +34,21 @@ def test_fresh_lora_computes_what_the_backbone_computes(tiny: models.Backbone) -
     assert not torch.allclose(tiny.model(input_ids=ids).logits, before)
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_lora_adds_the_scaled_low_rank_product_to_the_projection(kind: str) -> None:
+    tiny = models.tiny_backbone(kind)
+    name = "q_proj" if kind == "llama" else "c_attn"
+    block = tiny.layers()[0]
+    path = next(n for n, _ in block.named_modules() if n.endswith(name))
+    base = copy.deepcopy(block.get_submodule(path))
+    a, b = methods.add_lora(tiny, rank=2, alpha=6.0)[:2]
+    with torch.no_grad():
+        b.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, a.shape[1], generator=torch.Generator().manual_seed(2))
+    expected = base(x) + (6.0 / 2) * x @ a.T @ b.T  # W x + (α/r) B A x
+    torch.testing.assert_close(block.get_submodule(path)(x), expected)
+
+
 def test_lora_training_changes_only_lora_parameters() -> None:
     tiny = models.tiny_backbone("llama")
     ffn_before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
@@ -48,7 +63,7 @@ def test_lora_training_changes_only_lora_parameters() -> None:
     )
     after = dict(tiny.model.named_parameters())
     for name, value in ffn_before.items():
-        key = name.replace("q_proj.", "q_proj.base.").replace("v_proj.", "v_proj.base.")
+        key = name.replace("q_proj.", "q_proj.base_layer.").replace("v_proj.", "v_proj.base_layer.")
         torch.testing.assert_close(after[key], value, rtol=0, atol=0)
     assert any(float(p.detach().abs().sum()) > 0 for p in params[1::2])  # B moved from zero
 
