@@ -1,7 +1,8 @@
 """Every figure of the book: one style, data in, figure out, never ``show()``.
 
 Each function takes data and an optional ``ax`` and returns the figure. Captions live in
-the notebooks' markdown, not in titles.
+the notebooks' markdown, not in titles. The statistical figures (histograms, heatmaps,
+curves with interval bands) are drawn with seaborn, in one colour-blind-safe palette.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -21,7 +23,9 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 
 
 def use_style() -> None:
-    """Apply the book's plot style (call once per notebook)."""
+    """Apply the book's plot style (call once per notebook): seaborn's white grid in the
+    Okabe-Ito palette."""
+    sns.set_theme(style="whitegrid", palette=list(PALETTE))
     mpl.rcParams.update(
         {
             "figure.figsize": (6.4, 3.6),
@@ -141,17 +145,25 @@ def predictivity_histogram(
         scores: method name -> predictivity of every neuron (any shape), in [0.5, 1].
     """
     fig, ax = _axes(ax, (6.4, 3.2))
-    edges = np.asarray(bins if bins is not None else np.arange(0.5, 1.0001, 0.05))
-    width = np.diff(edges)[0] / (len(scores) + 1)
-    for i, (name, values) in enumerate(scores.items()):
-        counts, _ = np.histogram(np.asarray(values).ravel(), bins=edges)
-        ax.bar(
-            100 * (edges[:-1] + (i + 0.5) * width), counts, 100 * width, label=name, align="edge"
-        )
-    ax.set_yscale("log")
-    ax.set_xlabel("predictivity (%)")
+    edges = 100 * np.asarray(bins if bins is not None else np.arange(0.5, 1.0001, 0.05))
+    long = pd.DataFrame(
+        [
+            {"method": name, "predictivity (%)": 100 * float(value)}
+            for name, values in scores.items()
+            for value in np.asarray(values).ravel()
+        ]
+    )
+    sns.histplot(
+        long,
+        x="predictivity (%)",
+        hue="method",
+        bins=edges,
+        multiple="dodge",
+        shrink=0.85,
+        log_scale=(False, True),
+        ax=ax,
+    )
     ax.set_ylabel("neurons")
-    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -251,18 +263,24 @@ def similarity_heatmap(
     source × target transfer (rows ``names``, columns ``columns``, sequential colours)."""
     columns = names if columns is None else columns
     fig, ax = _axes(ax, figsize=(1.0 + 0.75 * len(columns), 0.6 + 0.65 * len(names)))
-    if diverging:
-        bound = max(float(np.abs(matrix).max()), 1e-6)
-        image = ax.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound)
-    else:
-        image = ax.imshow(matrix, cmap="viridis")
-    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
-    ax.grid(False)
-    for i in range(len(names)):
-        for j in range(len(columns)):
-            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, label=label, shrink=0.8)
+    bound = max(float(np.abs(matrix).max()), 1e-6)
+    colours = (
+        {"cmap": "RdBu_r", "vmin": -bound, "vmax": bound} if diverging else {"cmap": "viridis"}
+    )
+    sns.heatmap(
+        matrix,
+        annot=True,
+        fmt=".2f",
+        annot_kws={"fontsize": 8},
+        xticklabels=list(columns),
+        yticklabels=list(names),
+        cbar_kws={"label": label, "shrink": 0.8},
+        square=False,
+        ax=ax,
+        **colours,
+    )
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=45, ha="right")
+    ax.tick_params(axis="y", rotation=0)
     return fig
 
 
@@ -327,7 +345,8 @@ def perturbation_curves(
         rows: columns ``task`` (evaluated), ``order``, ``draw``, ``fraction`` and
             ``accuracy`` (a 0-1 fraction), trials already averaged or not.
         own: the order to draw boldly in each task's panel (default: the task itself);
-            other orders are thin, and ``random`` is its mean with the range of draws.
+            other orders are thin means. The bold order and ``random`` are means with a
+            band over their range across trials and random draws.
     """
     tasks = list(dict.fromkeys(rows["task"]))
     nrows = -(-len(tasks) // ncols)
@@ -339,27 +358,27 @@ def perturbation_curves(
         sharex=True,
     )
     for ax, task in zip(axes.flat, tasks, strict=False):
-        part = rows[rows["task"] == task]
+        part = rows[rows["task"] == task].assign(accuracy=lambda f: 100 * f["accuracy"])
         bold = (own or {}).get(task, task)
-        by_draw = part.groupby(["order", "draw", "fraction"])["accuracy"].mean().reset_index()
-        for order, curve in by_draw[by_draw["order"] != "random"].groupby("order"):
-            curve = curve.groupby("fraction")["accuracy"].mean()
-            if order == bold:
-                ax.plot(curve.index, 100 * curve, color=PALETTE[3], lw=2, label=f"{order} order")
-            else:
-                ax.plot(curve.index, 100 * curve, color="grey", lw=0.8, alpha=0.6)
-        random = by_draw[by_draw["order"] == "random"].groupby("fraction")["accuracy"]
-        if len(random):
-            ax.plot(
-                random.mean().index, 100 * random.mean(), color=PALETTE[0], lw=2, label="random"
-            )
-            ax.fill_between(
-                random.mean().index,
-                100 * random.min(),
-                100 * random.max(),
-                color=PALETTE[0],
-                alpha=0.2,
-            )
+        for _, curve in part[~part["order"].isin([bold, "random"])].groupby("order"):
+            mean = curve.groupby("fraction")["accuracy"].mean()
+            ax.plot(mean.index, mean, color="grey", lw=0.8, alpha=0.6)
+        for order, colour, label in (
+            (bold, PALETTE[3], f"{bold} order"),
+            ("random", PALETTE[0], "random"),
+        ):
+            curve = part[part["order"] == order]
+            if len(curve):  # the band: the range over trials and random draws
+                sns.lineplot(
+                    curve,
+                    x="fraction",
+                    y="accuracy",
+                    errorbar=("pi", 100),
+                    color=colour,
+                    lw=2,
+                    label=label,
+                    ax=ax,
+                )
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("perturbed fraction")
         ax.set_ylabel("test accuracy (%)")

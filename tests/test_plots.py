@@ -1,0 +1,52 @@
+"""The seaborn figures show the numbers they are given."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+from matplotlib.collections import PolyCollection
+
+from helpers import plots
+
+
+def test_heatmap_writes_every_value_in_its_cell() -> None:
+    plots.use_style()
+    matrix = np.array([[1.0, -0.25], [0.5, 0.125]])
+    fig = plots.similarity_heatmap(matrix, ["a", "b"], columns=["x", "y"])
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert texts == sorted(["1.00", "-0.25", "0.50", "0.12"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["x", "y"]
+
+
+def test_histogram_counts_neurons_per_bin_and_method() -> None:
+    scores = {"ours": np.array([0.52, 0.53, 0.91]), "pooled": np.array([0.6])}
+    fig = plots.predictivity_histogram(scores, bins=[0.5, 0.75, 1.0])
+    heights = sorted(round(p.get_height()) for p in fig.axes[0].patches if p.get_height() > 0)
+    assert heights == [1, 1, 2]  # ours: 2 low and 1 high; pooled: 1 low
+
+
+def test_perturbation_curves_band_the_random_draws() -> None:
+    rows = pd.DataFrame(
+        [
+            {"task": "t", "order": order, "draw": d, "fraction": f, "accuracy": acc}
+            for order, d, f, acc in [
+                ("t", 0, 0.0, 0.9),
+                ("t", 0, 0.2, 0.5),
+                ("random", 0, 0.0, 0.9),
+                ("random", 1, 0.0, 0.9),
+                ("random", 0, 0.2, 0.7),
+                ("random", 1, 0.2, 0.8),
+            ]
+        ]
+    )
+    ax = plots.perturbation_curves(rows).axes[0]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) >= 1
+    random_line = next(line for line in ax.get_lines() if line.get_label() == "random")
+    assert np.allclose(random_line.get_ydata(), [90.0, 75.0])  # the mean of the draws, in %
+    ys = [{round(float(v[1]), 6) for p in b.get_paths() for v in p.vertices} for b in bands]
+    assert any({70.0, 80.0} <= y for y in ys)  # the draws' range at fraction 0.2
