@@ -104,7 +104,7 @@ def main() -> None:
     pool = task.train.select(range(min(len(task.train), args.pool)))
     tiny_dev = task.dev.select(range(1))
     short = prompting.TrainConfig(
-        lr=1e-3, batch_size=args.batch_size, max_steps=args.steps, eval_every=10**6
+        learning_rate=1e-3, batch_size=args.batch_size, max_steps=args.steps, eval_every=10**6
     )
 
     def together(count: int) -> Callable[[], None]:

@@ -23,13 +23,14 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
+from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.models import Backbone
 from helpers.prompting import (
     PromptConfig,
     SoftPromptModel,
     TrainConfig,
-    hand_written,
+    hand_written_config,
     train_prompt,
 )
 from helpers.store import Artefact, ArtefactStore
@@ -113,8 +114,7 @@ class MethodConfig:
     alpha: float = 8.0
 
     def __post_init__(self) -> None:
-        if self.method not in ("lora", "bitfit"):
-            raise MethodError(f"unknown method {self.method!r}; use 'lora' or 'bitfit'")
+        check_choice("method", self.method, Method, MethodError)
         if self.rank < 1:
             raise MethodError(f"rank must be >= 1, got {self.rank}")
 
@@ -128,7 +128,7 @@ def method_model(
     The hand-written words take the soft prompt's place, so neurons are read at the same
     kind of position (the prompt's positions, up to the prediction).
     """
-    fixed = hand_written(backbone, task.spec.hand_prompt, prompt)
+    fixed = hand_written_config(backbone, task.spec.hand_prompt, prompt)
     model = SoftPromptModel(backbone, fixed)
     model.prompt.requires_grad_(False)
     if config.method == "lora":

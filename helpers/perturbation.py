@@ -141,29 +141,31 @@ Order = Callable[[float], Bool[Tensor, "layer ffn"]]  # the neurons to perturb a
 class PerturbConfig:
     """How a sweep perturbs its neurons.
 
+    The fields are chapter 03's parameters of the same names.
+
     Attributes:
-        how: ``gaussian``, ``zero`` or ``value`` (the baseline, for sweeps).
+        noise: ``gaussian``, ``zero`` or ``value`` (the baseline, for sweeps).
         sigma: noise standard deviation (the paper: 0.1).
-        scale: ``absolute`` (σ as given, the paper) or ``spread`` (σ times each neuron's
-            own standard deviation at the prompt positions on training data).
+        noise_scale: ``absolute`` (σ as given, the paper) or ``spread`` (σ times each
+            neuron's own standard deviation at the prompt positions on training data).
         scope: ``all`` perturbs every position, text included (the official code);
             ``prompt`` only the scored prompt positions, where skill neurons are defined.
-        per: noise drawn per ``example`` (the official code) or per ``token``.
+        noise_per: noise drawn per ``example`` (the official code) or per ``token``.
     """
 
-    how: How = "gaussian"
+    noise: How = "gaussian"
     sigma: float = 0.1
-    scale: Scale = "absolute"
+    noise_scale: Scale = "absolute"
     scope: Scope = "all"
-    per: Per = "example"
+    noise_per: Per = "example"
 
     def __post_init__(self) -> None:
         if self.sigma < 0:
             raise PerturbationError(f"sigma must be >= 0, got {self.sigma}")
-        check_choice("how", self.how, How)
-        check_choice("scale", self.scale, Scale)
+        check_choice("noise", self.noise, How)
+        check_choice("noise_scale", self.noise_scale, Scale)
         check_choice("scope", self.scope, Scope)
-        check_choice("per", self.per, Per)
+        check_choice("noise_per", self.noise_per, Per)
 
 
 def random_counterpart(
@@ -223,15 +225,15 @@ def neuron_spread(
     return (square / count - mean**2).clamp(min=0).sqrt().float()
 
 
-def neuron_values_for(
+def perturbation_values(
     model: SoftPromptModel, fit: Dataset, config: PerturbConfig, batch_size: int = 32
 ) -> Float[Tensor, "layer ffn"] | None:
     """The per-neuron values a perturbation needs, from training examples ``fit``: the
-    baselines (mean over prompt positions) for ``how="value"``, the spreads for
-    ``scale="spread"``, otherwise None."""
-    if config.how == "value":
+    baselines (mean over prompt positions) for ``noise="value"``, the spreads for
+    ``noise_scale="spread"``, otherwise None."""
+    if config.noise == "value":
         return activations.baseline(model, fit, batch_size).mean(dim=1)
-    if config.how == "gaussian" and config.scale == "spread":
+    if config.noise == "gaussian" and config.noise_scale == "spread":
         return neuron_spread(model, fit, batch_size)
     return None
 
@@ -256,17 +258,19 @@ def perturbed_evaluation(
     positions, the prompt. ``scope="all"`` perturbs every position on the full layout.
 
     Args:
-        values: per-neuron replacement (``how="value"``), or per-neuron spread
-            (``scale="spread"``); see `neuron_spread`.
+        values: per-neuron replacement (``noise="value"``), or per-neuron spread
+            (``noise_scale="spread"``); see `neuron_spread`.
     """
     sigma: float | Tensor = config.sigma
-    if config.how == "gaussian" and config.scale == "spread":
+    if config.noise == "gaussian" and config.noise_scale == "spread":
         if values is None:
-            raise PerturbationError("scale='spread' needs each neuron's spread as values")
+            raise PerturbationError("noise_scale='spread' needs each neuron's spread as values")
         sigma, values = config.sigma * values, None
     decoder = model.backbone.kind == "decoder"
     first = model.n_scored if (config.scope == "prompt" and not decoder) else None
-    hooks = dict(how=config.how, values=values, sigma=sigma, seed=seed, per=config.per, first=first)
+    hooks = dict(
+        how=config.noise, values=values, sigma=sigma, seed=seed, per=config.noise_per, first=first
+    )
     if decoder and config.scope == "prompt":
         caches = caches if caches is not None else TextCaches()
         with prefix_cached(model):
@@ -402,14 +406,14 @@ class SweepPlan:
                 probes' keys, the selection); part of the key, with every setting.
             upstream: keys of the artefacts the model and the orders come from.
             fit: training examples for the perturbation's per-neuron values
-                (`neuron_values_for`); needed only by ``how="value"`` and
-                ``scale="spread"``.
+                (`perturbation_values`); needed only by ``noise="value"`` and
+                ``noise_scale="spread"``.
             scale: per-neuron activation scale for stratified random draws.
         """
         config = self.config
-        if fit is None and (config.how == "value" or config.scale == "spread"):
+        if fit is None and (config.noise == "value" or config.noise_scale == "spread"):
             raise PerturbationError(
-                f"how={config.how!r} with scale={config.scale!r} needs training examples (fit)"
+                f"noise={config.noise!r} with noise_scale={config.noise_scale!r} needs training examples (fit)"
             )
         settings = {
             "sweep": dict(identity),
@@ -427,7 +431,9 @@ class SweepPlan:
         }
 
         def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
-            values = None if fit is None else neuron_values_for(model, fit, config, self.batch_size)
+            values = (
+                None if fit is None else perturbation_values(model, fit, config, self.batch_size)
+            )
             rows = sweep(
                 model,
                 split,

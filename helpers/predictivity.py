@@ -23,7 +23,7 @@ from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.engine import Pooling, TextCaches
 from helpers.models import Backbone
-from helpers.prompting import PromptConfig, SoftPromptModel, hand_written
+from helpers.prompting import PromptConfig, SoftPromptModel, hand_written_config
 from helpers.store import Artefact, ArtefactStore
 
 Selection = Literal["per_layer", "global"]
@@ -114,7 +114,7 @@ def select(
     scores: Float[Tensor, "layer ffn"],
     fraction: float | None = None,
     count: int | None = None,
-    how: Selection = "per_layer",
+    selection: Selection = "per_layer",
 ) -> Bool[Tensor, "layer ffn"]:
     """Mark the skill neurons: the highest-scoring ones, per layer or over the whole model.
 
@@ -126,9 +126,9 @@ def select(
     """
     if (fraction is None) == (count is None):
         raise NeuronError("give exactly one of fraction and count")
-    check_choice("how", how, Selection)
+    check_choice("selection", selection, Selection)
     n_layers, width = scores.shape
-    if how == "per_layer":
+    if selection == "per_layer":
         k = count if count is not None else share(fraction, width)  # type: ignore[arg-type]
         if not 0 <= k <= width:
             raise NeuronError(f"cannot select {k} of {width} neurons per layer")
@@ -148,7 +148,7 @@ def select_multiclass(
     subtask_scores: Sequence[Float[Tensor, "layer ffn"]],
     fraction: float | None = None,
     count: int | None = None,
-    how: Selection = "per_layer",
+    selection: Selection = "per_layer",
 ) -> Bool[Tensor, "layer ffn"]:
     """Select skill neurons of a multi-class task: equal numbers from each binary subtask.
 
@@ -162,8 +162,8 @@ def select_multiclass(
     if (fraction is None) == (count is None):
         raise NeuronError("give exactly one of fraction and count")
     shape = subtask_scores[0].shape
-    groups = 1 if how == "global" else shape[0]
-    per_group = shape[1] if how == "per_layer" else shape[0] * shape[1]
+    groups = 1 if selection == "global" else shape[0]
+    per_group = shape[1] if selection == "per_layer" else shape[0] * shape[1]
     k = count if count is not None else share(fraction, per_group)  # type: ignore[arg-type]
     total = min(per_group, k * len(subtask_scores))
     orders = [
@@ -332,16 +332,16 @@ def skill_neurons(
     artefacts: Sequence[Artefact],
     fraction: float | None = None,
     count: int | None = None,
-    how: Selection = "per_layer",
+    selection: Selection = "per_layer",
     mask: Bool[Tensor, " prompt"] | None = None,
 ) -> Bool[Tensor, "layer ffn"]:
     """Select a task's skill neurons from its probes; multi-class tasks share subtasks equally."""
     scores = list(task_predictivity(artefacts, mask).values())
     if len(scores) == 1:
-        return select(scores[0], fraction, count, how)
+        return select(scores[0], fraction, count, selection)
     share = None if count is None else count // len(scores)
     part = None if fraction is None else fraction / len(scores)
-    return select_multiclass(scores, part, share, how)
+    return select_multiclass(scores, part, share, selection)
 
 
 def top_neuron(
@@ -389,7 +389,7 @@ def stability(
     artefacts: Sequence[Artefact],
     view: str,
     count: int,
-    how: Selection = "global",
+    selection: Selection = "global",
     mask: Bool[Tensor, " prompt"] | None = None,
 ) -> float:
     """Mean pairwise Jaccard overlap of the top-``count`` neurons chosen in each trial alone.
@@ -397,7 +397,7 @@ def stability(
     Not in the paper: how reproducible a skill-neuron set is from one prompt to the next.
     """
     sets = [
-        select(dev_predictivity([artefact], view, mask), count=count, how=how)
+        select(dev_predictivity([artefact], view, mask), count=count, selection=selection)
         for artefact in artefacts
     ]
     pairs = [(i, j) for i in range(len(sets)) for j in range(i + 1, len(sets))]
@@ -508,9 +508,8 @@ def top_accuracy(
 
 def scored_mask(model: SoftPromptModel, positions: Positions = "prompt") -> Bool[Tensor, " prompt"]:
     """Return `position_mask` for a prompt model's own layout."""
-    predict_index = 0 if model.backbone.kind == "encoder" else model.n_scored - 1
     return position_mask(
-        model.n_scored, predict_index, model.config.length, model.backbone.kind, positions
+        model.n_scored, model.predict_index, model.config.length, model.backbone.kind, positions
     )
 
 
@@ -553,7 +552,9 @@ def control_prompts(
     untrained = replace(config, init="vocab" if config.init == "text" else config.init)
     return {
         "random prompt": SoftPromptModel(backbone, untrained, seed=seed),
-        "hand-written prompt": SoftPromptModel(backbone, hand_written(backbone, hand_text, config)),
+        "hand-written prompt": SoftPromptModel(
+            backbone, hand_written_config(backbone, hand_text, config)
+        ),
         "random model": SoftPromptModel(random_backbone, untrained, seed=seed),
     }
 

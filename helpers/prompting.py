@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from helpers import paper
+from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed, verbalizer_ids
 from helpers.engine import TextCaches, active_dropout, bucketed_order, length_order
 from helpers.models import Backbone
@@ -261,10 +262,7 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if self.length < 1:
             raise PromptError(f"prompt length must be >= 1, got {self.length}")
-        if self.init not in ("normal", "vocab", "text", "task"):
-            raise PromptError(
-                f"init must be 'normal', 'vocab', 'text' or 'task', got {self.init!r}"
-            )
+        check_choice("init", self.init, Init, PromptError)
         if self.init == "text" and not self.init_text:
             raise PromptError("init='text' needs init_text, the hand-written prompt")
         if self.max_text_tokens < 1:
@@ -380,6 +378,12 @@ class SoftPromptModel(nn.Module):
         if self.backbone.kind == "encoder":
             return 1 + self.config.length
         return self.config.length + len(self.template_ids)
+
+    @property
+    def predict_index(self) -> int:
+        """Index, among the scored positions, of the position the verbalizer reads: the
+        ``[MASK]`` first on an encoder, the last template position on a decoder."""
+        return 0 if self.backbone.kind == "encoder" else self.n_scored - 1
 
     def encode(
         self,
@@ -596,10 +600,13 @@ class TrainConfig:
     improvement. The official code leaves the backbone's ``requires_grad`` on, so its
     clipping norm includes the backbone's gradients; here only the prompt has gradients.
 
+    The fields are chapter 01's parameters of the same names.
+
     Attributes:
+        learning_rate: Adam's learning rate.
         eval_every: steps between dev evaluations (and one at the end).
         patience: evaluations without a better dev accuracy before stopping.
-        dev_size: dev examples used for these evaluations; None uses the whole split.
+        dev_eval_size: dev examples used for these evaluations; None uses the whole split.
         mode: ``train`` keeps dropout on, as the official code does; ``eval`` turns it off.
         reuse_text_cache: keep the texts' keys and values (`engine.TextCaches`) across
             training steps, epochs, evaluations and trials (decoders; costs memory, saves
@@ -610,7 +617,7 @@ class TrainConfig:
             mixed (`bucketed_order`); 1 is a plain shuffle, as in the official code.
     """
 
-    lr: float = 1e-2
+    learning_rate: float = 1e-2
     batch_size: int = 8
     max_steps: int = 100
     eval_every: int = 25
@@ -619,14 +626,21 @@ class TrainConfig:
     clip_norm: float = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
-    dev_size: int | None = None
+    dev_eval_size: int | None = None
     eval_batch_size: int = 32
     mode: Literal["train", "eval"] = "train"
     reuse_text_cache: bool = True
     length_window: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("lr", "batch_size", "max_steps", "eval_every", "patience", "length_window"):
+        for name in (
+            "learning_rate",
+            "batch_size",
+            "max_steps",
+            "eval_every",
+            "patience",
+            "length_window",
+        ):
             if getattr(self, name) <= 0:
                 raise PromptError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -815,11 +829,17 @@ def train_prompts(
     # where the per-step text would be the same.
     exact = config.mode == "eval" or not active_dropout(first.backbone.model)
     texts = caches if exact else None
-    eval_dev = dev if config.dev_size is None else dev.select(range(min(config.dev_size, len(dev))))
+    eval_dev = (
+        dev
+        if config.dev_eval_size is None
+        else dev.select(range(min(config.dev_eval_size, len(dev))))
+    )
     lengths, labels = first.text_lengths(train), np.asarray(list(train["label"]))
     runs = []
     for model, trained, seed in zip(models, trained_sets, seeds, strict=False):
-        optimizer = torch.optim.Adam(trained, lr=config.lr, betas=config.betas, eps=config.eps)
+        optimizer = torch.optim.Adam(
+            trained, lr=config.learning_rate, betas=config.betas, eps=config.eps
+        )
         rng = np.random.default_rng(seed)
         runs.append(
             _Run(
@@ -889,7 +909,7 @@ def train_prompts(
 # Trials, saving and loading through the artefact store.
 
 
-def hand_written(backbone: Backbone, text: str, base: PromptConfig) -> PromptConfig:
+def hand_written_config(backbone: Backbone, text: str, base: PromptConfig) -> PromptConfig:
     """Return ``base`` turned into a hand-written (hard) prompt: ``text``'s own embeddings.
 
     The paper's "hard prompt" control (Tab. 3) in the same machinery as soft prompts.
@@ -1057,7 +1077,7 @@ def run_trials(
     return [run_trial(backbone, task, prompt, train, s, store, progress, caches) for s in seeds]
 
 
-def moved(
+def on_backbone(
     model: SoftPromptModel, backbone: Backbone, label_words: Sequence[str] | None = None
 ) -> SoftPromptModel:
     """Return the same prompt on another backbone with the same embeddings (e.g. pruned),

@@ -34,7 +34,7 @@ from helpers.checks import check_choice
 from helpers.data import TaskData
 from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import SoftPromptModel, TrainConfig, moved, run_trial
+from helpers.prompting import SoftPromptModel, TrainConfig, on_backbone, run_trial
 from helpers.store import Artefact, ArtefactStore
 
 
@@ -171,7 +171,7 @@ def constant_accuracies(
             else means[how]
         )
         small = prune(model.backbone, kept, values, name=f"{model.backbone.name}-{how}")
-        found[how] = moved(model, small).evaluate(data, batch_size).accuracy
+        found[how] = on_backbone(model, small).evaluate(data, batch_size).accuracy
     return found
 
 
@@ -450,7 +450,7 @@ def recovery_row(
 
     Paper: §6.1, Tab. 4.
     """
-    as_is = moved(prompt, pruned).evaluate(task.test, batch_size, caches=caches)
+    as_is = on_backbone(prompt, pruned).evaluate(task.test, batch_size, caches=caches)
     again = None
     if train is not None:
         seed = artefact.json("config")["seed"]
@@ -490,7 +490,7 @@ def kept_fraction_rows(
         config = PruneConfig(fraction, layer_share)
         kept = kept_neurons(skill_for(fraction), config)
         small = prune(model, kept, baselines, name=f"{model.name}-keep-{fraction}")
-        accuracy = moved(prompt, small).evaluate(split, batch_size).accuracy
+        accuracy = on_backbone(prompt, small).evaluate(split, batch_size).accuracy
         pair = {"original": model, "pruned": small}
         times = {r["model"]: r["ms"] for r in latency(pair, [timed[0]], [timed[1]], repeats=3)}
         rows.append(

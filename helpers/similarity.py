@@ -154,6 +154,23 @@ def by_task(matrix: Float[Tensor, "view view"], names: Sequence[str]) -> tuple[l
     return tasks, out
 
 
+def task_similarity(
+    matrix: Float[Tensor, "view view"], names: Sequence[str], tasks: Sequence[str]
+) -> Float[Tensor, "task task"]:
+    """The tasks' skill-neuron similarity (`by_task` of a view × view matrix, as chapter
+    04 writes it), in the order of ``tasks``.
+
+    Raises:
+        SimilarityError: a task has no view in ``names``.
+    """
+    found, by = by_task(matrix, names)
+    missing = [t for t in tasks if t not in found]
+    if missing:
+        raise SimilarityError(f"no similarity for tasks {missing}; the matrix has {found}")
+    order = [found.index(t) for t in tasks]
+    return by[order][:, order].float()
+
+
 def hypergeometric_pvalue(overlap: int, total: int, size_a: int, size_b: int) -> float:
     """P(|A ∩ B| >= overlap) for a random ``size_b``-set drawn from ``total`` items.
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from helpers import engine, paper
 from helpers.data import TaskData, VerbalizerStyle
 from helpers.engine import TextCaches
-from helpers.prompting import SoftPromptModel, moved, prefix_cached
+from helpers.prompting import SoftPromptModel, on_backbone, prefix_cached
 from helpers.similarity import spearman
 from helpers.store import Artefact, ArtefactStore
 
@@ -52,13 +52,8 @@ def transfer_accuracy(
     Paper: §6.2 ("zero-shot transferability").
     """
     test = target.test if size is None else target.test.select(range(min(size, len(target.test))))
-    reader = moved(source, source.backbone, label_words=target.spec.label_words(words))
+    reader = on_backbone(source, source.backbone, label_words=target.spec.label_words(words))
     return reader.evaluate(test, batch_size, caches=caches).accuracy
-
-
-def prediction_index(model: SoftPromptModel) -> int:
-    """Index, among the scored positions, of the position the verbalizer reads."""
-    return 0 if model.backbone.kind == "encoder" else model.n_scored - 1
 
 
 @torch.no_grad()
@@ -73,7 +68,7 @@ def activation_state(model: SoftPromptModel, threshold: float = 0.0) -> Bool[Ten
     batch = model.encode([""], [None], [0])
     with prefix_cached(model, False):  # an empty text has no keys and values to cache
         values = engine.prompt_activations(model, batch)
-    return values[0, :, prediction_index(model)] > threshold
+    return values[0, :, model.predict_index] > threshold
 
 
 def overlap_rate(

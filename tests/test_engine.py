@@ -30,7 +30,7 @@ def _train(
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
     model = prompting.SoftPromptModel(tiny, config, seed=5, prefix_cache=prefix_cache)
     train = prompting.TrainConfig(
-        lr=0.05, batch_size=3, max_steps=steps, eval_every=2, patience=10, mode="eval"
+        learning_rate=0.05, batch_size=3, max_steps=steps, eval_every=2, patience=10, mode="eval"
     )
     result = prompting.train_prompt(model, _split(), _split(4), train, 7, False, caches)
     return result, model
@@ -178,7 +178,7 @@ def test_trials_trained_together_give_each_the_prompt_it_gets_alone(model_type: 
     tiny = _double(model_type)
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
     train = prompting.TrainConfig(
-        lr=0.2, batch_size=3, max_steps=9, eval_every=1, patience=2, mode="eval"
+        learning_rate=0.2, batch_size=3, max_steps=9, eval_every=1, patience=2, mode="eval"
     )
     seeds, stops = [3, 4, 5], [2, 9, 4]  # the first trial stops early, the others go on
     together = [prompting.SoftPromptModel(tiny, config, seed=s) for s in seeds]
@@ -206,7 +206,7 @@ def test_run_trials_together_stores_what_one_at_a_time_stores(store, tmp_path) -
     tiny = _double("llama")
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _split(), _split(4), _split(6), "k")
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
-    train = prompting.TrainConfig(lr=0.1, batch_size=3, max_steps=4, eval_every=2)
+    train = prompting.TrainConfig(learning_rate=0.1, batch_size=3, max_steps=4, eval_every=2)
     apart = prompting.run_trials(tiny, task, config, train, [0, 1, 2], store, False)
     other = ArtefactStore(tmp_path / "other")
     together = prompting.run_trials(tiny, task, config, train, [0, 1, 2], other, False, None, 2)

@@ -57,7 +57,9 @@ def test_lora_training_changes_only_lora_parameters() -> None:
         tiny, _task(), prompting.PromptConfig(max_text_tokens=8), config
     )
     assert model.config.init_text == " Sentiment:" and not model.prompt.requires_grad
-    train = prompting.TrainConfig(lr=0.05, max_steps=3, eval_every=1, batch_size=3, patience=5)
+    train = prompting.TrainConfig(
+        learning_rate=0.05, max_steps=3, eval_every=1, batch_size=3, patience=5
+    )
     prompting.train_prompt(
         model, _task().train, _task().dev, train, parameters=params, progress=False
     )
@@ -74,7 +76,9 @@ def test_bitfit_needs_biases() -> None:
     roberta = models.tiny_backbone("roberta")
     biases = methods.bias_parameters(roberta)
     assert biases and all(p.requires_grad for p in biases)
-    with pytest.raises(methods.MethodError, match="unknown method"):
+    with pytest.raises(
+        methods.MethodError, match="method must be one of 'lora', 'bitfit'; got 'adapter'"
+    ):
         methods.MethodConfig("adapter")
 
 
@@ -91,7 +95,7 @@ def test_train_prompt_refuses_stray_trainable_parameters() -> None:
 def test_a_stored_method_reloads_to_identical_outputs(store) -> None:
     base = models.tiny_backbone("gpt2")
     config = methods.MethodConfig("lora", rank=2)
-    train = prompting.TrainConfig(lr=0.05, max_steps=2, eval_every=1, batch_size=3)
+    train = prompting.TrainConfig(learning_rate=0.05, max_steps=2, eval_every=1, batch_size=3)
     prompt = prompting.PromptConfig(max_text_tokens=8)
     first, artefact = methods.run_method(
         lambda: copy.deepcopy(base), _task(), prompt, config, train, 0, store

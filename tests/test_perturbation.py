@@ -88,7 +88,7 @@ def test_hooks_are_removed_on_error_and_bad_input_is_refused() -> None:
     for (neurons, how), message in bad:
         with pytest.raises(ValueError, match=message), perturbation.perturbed(tiny, neurons, how):
             pass
-    for field, value in (("scope", "text"), ("scale", "relative"), ("per", "layer")):
+    for field, value in (("scope", "text"), ("noise_scale", "relative"), ("noise_per", "layer")):
         with pytest.raises(ValueError, match=f"{field} must be one of .*; got '{value}'"):
             perturbation.PerturbConfig(**{field: value})
 
@@ -169,7 +169,7 @@ def test_sweep_counts_massive_neurons_and_keys_the_stratification(store) -> None
     scale = torch.ones(model.backbone.n_layers, model.backbone.ffn_width)
     scale[:, 0] = 500.0
     order = {"mine": lambda f: select(scale, fraction=f)}  # the massive neurons first
-    config = perturbation.PerturbConfig(how="zero", scope="prompt")
+    config = perturbation.PerturbConfig(noise="zero", scope="prompt")
     plan = perturbation.SweepPlan(store, [0.0, 0.1], config, random_draws=2)
     rows = plan.run(model, split, order, "mine", {"t": 1}, [], scale=scale)
     perturbed = [r for r in rows if r["fraction"] > 0]
@@ -185,7 +185,7 @@ def test_a_sweep_plan_refuses_a_fixed_value_perturbation_without_training_exampl
     model, split = _prompt_model(), _split()
     scores = torch.rand(model.backbone.n_layers, model.backbone.ffn_width)
     order = {"mine": lambda f: select(scores, fraction=f)}
-    plan = perturbation.SweepPlan(store, [0.0, 0.1], perturbation.PerturbConfig(how="value"))
+    plan = perturbation.SweepPlan(store, [0.0, 0.1], perturbation.PerturbConfig(noise="value"))
     with pytest.raises(perturbation.PerturbationError, match="needs training examples"):
         plan.run(model, split, order, "mine", {"t": 1}, [])
     assert not (store.root / "sweeps").exists()  # refused before any work
@@ -204,7 +204,7 @@ def _split() -> data.Dataset:
 def test_prompt_scope_on_a_decoder_equals_perturbing_prompt_positions_of_the_full_layout() -> None:
     model, split = _prompt_model(), _split()
     chosen = _chosen(model.backbone, 0.5)
-    config = perturbation.PerturbConfig(how="zero", scope="prompt")
+    config = perturbation.PerturbConfig(noise="zero", scope="prompt")
     caches = engine.TextCaches()
     ours = perturbation.perturbed_evaluation(
         model, split, chosen, config, batch_size=4, caches=caches
@@ -242,7 +242,7 @@ def test_prompt_scope_never_runs_the_text_under_the_hooks(setting: str) -> None:
     # cache and for caches whose budget holds nothing.
     model, split = _prompt_model(), _split()
     chosen = _chosen(model.backbone, 0.5)
-    config = perturbation.PerturbConfig(how="zero", scope="prompt")
+    config = perturbation.PerturbConfig(noise="zero", scope="prompt")
     reference = perturbation.perturbed_evaluation(model, split, chosen, config, batch_size=4)
     reference = reference.predictions.tolist()
     texts, layouts = [], []
@@ -295,7 +295,7 @@ def test_noise_at_a_layer_does_not_depend_on_the_other_layers_perturbed() -> Non
 def test_all_scope_perturbs_the_text_too_and_encoders_keep_to_the_prompt() -> None:
     model, split = _prompt_model(), _split()
     everything = torch.ones(model.backbone.n_layers, model.backbone.ffn_width, dtype=torch.bool)
-    zero_all = perturbation.PerturbConfig(how="zero", scope="all")
+    zero_all = perturbation.PerturbConfig(noise="zero", scope="all")
     with (
         prompting.prefix_cached(model, False),
         perturbation.perturbed(model.backbone, everything, "zero"),
@@ -308,7 +308,7 @@ def test_all_scope_perturbs_the_text_too_and_encoders_keep_to_the_prompt() -> No
     encoder = _prompt_model("roberta")
     with perturbation.perturbed(encoder.backbone, everything, "zero", first=encoder.n_scored):
         expected = encoder.evaluate(split, 4).accuracy
-    zero_prompt = perturbation.PerturbConfig(how="zero", scope="prompt")
+    zero_prompt = perturbation.PerturbConfig(noise="zero", scope="prompt")
     assert (
         perturbation.perturbed_evaluation(encoder, split, everything, zero_prompt, 0, 4).accuracy
         == expected
@@ -319,7 +319,7 @@ def test_sweep_rows_with_zero_noise_all_equal_the_clean_accuracy() -> None:
     model, split = _prompt_model(), _split()
     gen = torch.Generator().manual_seed(0)
     scores = {name: torch.rand(2, 48, generator=gen) for name in ("own", "other")}
-    orders = {name: partial(select, value, how="per_layer") for name, value in scores.items()}
+    orders = {name: partial(select, value, selection="per_layer") for name, value in scores.items()}
     config = perturbation.PerturbConfig(sigma=0.0)
     rows = perturbation.sweep(model, split, orders, [0.0, 0.1, 0.5], config, "own", 2, batch_size=4)
     clean = model.evaluate(split, 4).accuracy
@@ -333,8 +333,8 @@ def test_sweep_rows_with_zero_noise_all_equal_the_clean_accuracy() -> None:
 def test_sweep_rows_keep_each_examples_outcome_in_split_order() -> None:
     model, split = _prompt_model(), _split()
     scores = torch.rand(2, 48, generator=torch.Generator().manual_seed(1))
-    orders = {"own": partial(select, scores, how="per_layer")}
-    config = perturbation.PerturbConfig(how="zero", scope="all")
+    orders = {"own": partial(select, scores, selection="per_layer")}
+    config = perturbation.PerturbConfig(noise="zero", scope="all")
     rows = perturbation.sweep(model, split, orders, [0.0, 0.5, 1.0], config, "own", 1, batch_size=3)
     clean = model.evaluate(split, 4)
     assert rows[0]["correct"] == "".join(
@@ -394,24 +394,24 @@ def test_neuron_spread_is_the_standard_deviation_over_examples_and_positions() -
     )
 
 
-def test_neuron_values_for_gives_baselines_spreads_or_nothing() -> None:
+def test_perturbation_values_are_baselines_spreads_or_nothing() -> None:
     model, split = _prompt_model(), _split()
-    baseline = perturbation.neuron_values_for(
-        model, split, perturbation.PerturbConfig(how="value"), 4
+    baseline = perturbation.perturbation_values(
+        model, split, perturbation.PerturbConfig(noise="value"), 4
     )
     expected = activations.baseline(model, split, 4).mean(dim=1)
     torch.testing.assert_close(baseline, expected)
-    spread = perturbation.neuron_values_for(
-        model, split, perturbation.PerturbConfig(scale="spread"), 4
+    spread = perturbation.perturbation_values(
+        model, split, perturbation.PerturbConfig(noise_scale="spread"), 4
     )
     torch.testing.assert_close(spread, perturbation.neuron_spread(model, split, 4))
-    assert perturbation.neuron_values_for(model, split, perturbation.PerturbConfig(), 4) is None
+    assert perturbation.perturbation_values(model, split, perturbation.PerturbConfig(), 4) is None
     with pytest.raises(ValueError, match="needs each neuron's spread"):
         perturbation.perturbed_evaluation(
             model,
             split,
             torch.ones(2, 48, dtype=torch.bool),
-            perturbation.PerturbConfig(scale="spread"),
+            perturbation.PerturbConfig(noise_scale="spread"),
         )
 
 

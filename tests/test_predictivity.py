@@ -50,11 +50,13 @@ def test_per_layer_selection_returns_exactly_the_count_per_layer() -> None:
 def test_global_selection_takes_the_best_anywhere() -> None:
     scores = torch.zeros(3, 10)
     scores[2, :6] = 1.0
-    mask = predictivity.select(scores, count=5, how="global")
+    mask = predictivity.select(scores, count=5, selection="global")
     assert mask.sum() == 5 and mask[2].sum() == 5
-    assert predictivity.select(scores, fraction=0.2, how="global").sum() == 6
-    with pytest.raises(ValueError, match="how must be one of 'per_layer', 'global'; got 'all'"):
-        predictivity.select(scores, count=1, how="all")
+    assert predictivity.select(scores, fraction=0.2, selection="global").sum() == 6
+    with pytest.raises(
+        ValueError, match="selection must be one of 'per_layer', 'global'; got 'all'"
+    ):
+        predictivity.select(scores, count=1, selection="all")
     with pytest.raises(ValueError, match="exactly one"):
         predictivity.select(scores)
 
@@ -187,7 +189,7 @@ def test_select_breaks_ties_by_index() -> None:
     scores[:, :40], scores[:, 40:200] = 1.0, 0.5
     per_layer = predictivity.select(scores, count=100)
     assert per_layer[:, :100].all() and not per_layer[:, 100:].any()
-    overall = predictivity.select(scores, count=30 * 40 + 70, how="global")
+    overall = predictivity.select(scores, count=30 * 40 + 70, selection="global")
     assert overall[:, :40].all() and overall[0, 40:110].all()
     assert int(overall.sum()) == 30 * 40 + 70 and not overall[1:, 40:].any()
 

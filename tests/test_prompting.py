@@ -187,7 +187,7 @@ def test_decoder_template_and_pair_separator(tmp_path) -> None:
 
 def test_saved_prompt_reloads_to_identical_logits(tiny: models.Backbone, store) -> None:
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
-    train = prompting.TrainConfig(max_steps=2, eval_every=1, batch_size=3, lr=0.1)
+    train = prompting.TrainConfig(max_steps=2, eval_every=1, batch_size=3, learning_rate=0.1)
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
     artefact = prompting.run_trial(tiny, task, config, train, seed=1, store=store, progress=False)
     assert artefact.json("metrics")["best_step"] in (1, 2)
@@ -215,7 +215,9 @@ def test_early_stopping_keeps_the_best_dev_prompt() -> None:
         return prompting.Evaluation(np.ones(10, dtype=int), (np.arange(10) < k).astype(int))
 
     model.evaluate = evaluate  # type: ignore[method-assign]
-    config = prompting.TrainConfig(max_steps=10, eval_every=1, patience=2, lr=0.5, batch_size=2)
+    config = prompting.TrainConfig(
+        max_steps=10, eval_every=1, patience=2, learning_rate=0.5, batch_size=2
+    )
     result = prompting.train_prompt(model, _pairs(), _pairs(), config, progress=False)
     assert [h["dev_accuracy"] for h in result.history] == [0.5, 0.8, 0.6, 0.7]
     assert (result.best_step, result.best_dev) == (2, 0.8)
@@ -233,8 +235,8 @@ def test_soft_prompt_bad_input(store) -> None:
         prompting.PromptConfig(length=0)
     with pytest.raises(ValueError, match="empty split"):
         prompting.train_prompt(_soft(tiny), _pairs().select([]), _pairs(), prompting.TrainConfig())
-    with pytest.raises(ValueError, match="lr must be positive"):
-        prompting.TrainConfig(lr=0)
+    with pytest.raises(ValueError, match="learning_rate must be positive"):
+        prompting.TrainConfig(learning_rate=0)
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
     config = prompting.PromptConfig(length=2, max_text_tokens=8)
     train = prompting.TrainConfig(max_steps=1, eval_every=1)
@@ -375,12 +377,12 @@ def test_a_trial_can_start_from_a_stored_prompt_on_a_backbone_of_the_same_width(
         tiny, task, config, prompting.TrainConfig(max_steps=2, eval_every=1), 0, store, False
     )
     # No training step at all (lr 0): the stored start comes back unchanged.
-    still = prompting.TrainConfig(max_steps=1, eval_every=1, lr=1e-30)
+    still = prompting.TrainConfig(max_steps=1, eval_every=1, learning_rate=1e-30)
     other = models.tiny_backbone("llama", seed=5)
     resumed = prompting.run_trial(other, task, config, still, 0, store, False, start=first)
     torch.testing.assert_close(resumed.tensors()["prompt"], first.tensors()["prompt"])
     assert resumed.json("config")["start"] == first.key
-    moved = prompting.moved(prompting.load_prompt(first, tiny), other)
+    moved = prompting.on_backbone(prompting.load_prompt(first, tiny), other)
     torch.testing.assert_close(moved.prompt, first.tensors()["prompt"], rtol=0, atol=0)
     assert moved.backbone is other
     with pytest.raises(prompting.PromptError, match="cannot start from prompt"):
@@ -390,4 +392,4 @@ def test_a_trial_can_start_from_a_stored_prompt_on_a_backbone_of_the_same_width(
     narrow = prompting.SoftPromptModel(tiny, config)
     narrow.prompt = torch.nn.Parameter(torch.zeros(3, 7))
     with pytest.raises(prompting.PromptError, match="cannot run on 'tiny-gpt2'"):
-        prompting.moved(narrow, models.tiny_backbone("gpt2"))
+        prompting.on_backbone(narrow, models.tiny_backbone("gpt2"))

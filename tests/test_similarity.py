@@ -161,7 +161,7 @@ def test_label_word_robustness_uses_seeds_the_default_trials_do_not(store) -> No
     tiny = models.tiny_backbone("llama")
     task = _probe_task(tiny, three_classes=False)
     config = prompting.PromptConfig(length=2, max_text_tokens=8)
-    train = prompting.TrainConfig(lr=0.1, batch_size=4, max_steps=2, eval_every=1)
+    train = prompting.TrainConfig(learning_rate=0.1, batch_size=4, max_steps=2, eval_every=1)
     trained = prompting.run_trials(tiny, task, config, train, [0, 1], store, False)
     probe_config = predictivity.ProbeConfig(baseline_size=20, batch_size=8)
     models_ = [prompting.load_prompt(a, tiny) for a in trained]
@@ -253,3 +253,12 @@ def test_word_rows_name_each_views_top_neuron_and_its_words(store) -> None:
     assert rows[4]["neuron"] == f"L{best['layer']}.{best['neuron']}"
     cosine = similarity.weight_selectivity(tiny, best["layer"], best["neuron"], 2)
     assert rows[4]["words"] == ", ".join(cosine["top"])
+
+
+def test_task_similarity_averages_views_and_follows_the_tasks_order() -> None:
+    names = ["a", "b:pn", "b:neu"]
+    matrix = torch.tensor([[1.0, 0.2, 0.4], [0.2, 0.6, 0.5], [0.4, 0.5, 0.8]])
+    out = similarity.task_similarity(matrix, names, ["b", "a"])
+    assert torch.allclose(out, torch.tensor([[0.6, 0.3], [0.3, 1.0]]))
+    with pytest.raises(similarity.SimilarityError, match=r"no similarity for tasks \['c'\]"):
+        similarity.task_similarity(matrix, names, ["a", "c"])

@@ -70,7 +70,7 @@ def test_transfer_to_the_own_task_is_the_prompt_accuracy_and_reads_target_words(
     assert transfer.transfer_accuracy(model, own, batch_size=4) == pytest.approx(expected)
     three = _task("cf_tweets", [0, 1, 2, 0, 1, 2])
     accuracy = transfer.transfer_accuracy(model, three, batch_size=4)
-    reader = prompting.moved(model, tiny, label_words=("negative", "neutral", "positive"))
+    reader = prompting.on_backbone(model, tiny, label_words=("negative", "neutral", "positive"))
     assert accuracy == pytest.approx(reader.evaluate(three.test, batch_size=4).accuracy)
     assert model.config.label_words == ("negative", "positive")  # the source is unchanged
 
