@@ -10,7 +10,7 @@ alternately in one process:
   one epoch of ``--train-examples`` examples and ``--trials`` trials, every example's
   text runs once and is reused by the other trials, so the amortised step is
   ``cached step + fill per batch / trials``;
-- **trials together**: ``--trials`` trials trained with `prompting.train_prompts`, their
+- **trials together**: ``--trials`` trials trained with `tuning.train_prompts`, their
   steps in one forward pass (time per trial-step), beside one trial through the same
   function (``--pool`` training examples, texts cached, so both are steps on cached text);
 - **per-step text** (before the engine): the same, but the step runs its batch's text
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import data, engine, models, prompting
+from helpers import data, engine, models, prompt_trials, prompting, tuning
 from helpers.runner import bench_parser, processor
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     backbone = models.load_backbone(args.backbone)
     task = data.load_task(args.task, data.SplitSizes(args.train_examples, 2, 2))
     config = prompting.PromptConfig(length=args.prompt_length, init="task")
-    model = prompting.SoftPromptModel(backbone, prompting.prompt_config_for(task, config))
+    model = prompting.SoftPromptModel(backbone, prompt_trials.prompt_config_for(task, config))
     labels = np.asarray(task.train["label"])
     order = engine.bucketed_order(
         model.text_lengths(task.train), args.batch_size, np.random.default_rng(0), 16, labels
@@ -103,7 +103,7 @@ def main() -> None:
 
     pool = task.train.select(range(min(len(task.train), args.pool)))
     tiny_dev = task.dev.select(range(1))
-    short = prompting.TrainConfig(
+    short = tuning.TrainConfig(
         learning_rate=1e-3, batch_size=args.batch_size, max_steps=args.steps, eval_every=10**6
     )
 
@@ -111,7 +111,7 @@ def main() -> None:
         def run() -> None:
             seeds = list(range(count))
             models_ = [prompting.SoftPromptModel(backbone, model.config, s) for s in seeds]
-            prompting.train_prompts(models_, pool, tiny_dev, short, seeds, False, caches)
+            tuning.train_prompts(models_, pool, tiny_dev, short, seeds, False, caches)
 
         return run
 

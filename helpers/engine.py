@@ -12,7 +12,7 @@ shows the layout). This module keeps them and runs everything else on top:
   (forward pre-hooks on the FFN output projection, always removed);
 - `length_order` and `bucketed_order` choose the batches.
 
-Training (`prompting.train_prompt`), evaluation, probing (`activations`), perturbation
+Training (`tuning.train_prompt`), evaluation, probing (`activations`), perturbation
 of the prompt positions, transfer and the untuned controls all go through these.
 
 Paper: §2.1 (prompt tuning on a frozen backbone), §2.2 (the activation

@@ -26,14 +26,10 @@ from transformers.pytorch_utils import Conv1D
 from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.models import Backbone
-from helpers.prompting import (
-    PromptConfig,
-    SoftPromptModel,
-    TrainConfig,
-    hand_written_config,
-    train_prompt,
-)
+from helpers.prompt_trials import hand_written_config
+from helpers.prompting import PromptConfig, SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
+from helpers.tuning import TrainConfig, train_prompt
 
 Method = Literal["lora", "bitfit"]
 

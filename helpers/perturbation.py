@@ -36,8 +36,9 @@ from helpers.checks import check_choice
 from helpers.data import stable_seed
 from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import Evaluation, SoftPromptModel, prefix_cached
+from helpers.prompting import SoftPromptModel, prefix_cached
 from helpers.store import ArtefactStore
+from helpers.zeroshot import Evaluation
 
 
 class PerturbationError(ValueError):

@@ -23,7 +23,8 @@ from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.engine import Pooling, TextCaches
 from helpers.models import Backbone
-from helpers.prompting import PromptConfig, SoftPromptModel, hand_written_config
+from helpers.prompt_trials import hand_written_config
+from helpers.prompting import PromptConfig, SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
 
 Selection = Literal["per_layer", "global"]

@@ -34,8 +34,10 @@ from helpers.checks import check_choice
 from helpers.data import TaskData
 from helpers.engine import TextCaches
 from helpers.models import Backbone
-from helpers.prompting import SoftPromptModel, TrainConfig, on_backbone, run_trial
+from helpers.prompt_trials import on_backbone, run_trial
+from helpers.prompting import SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
+from helpers.tuning import TrainConfig
 
 
 class PruningError(ValueError):
@@ -445,7 +447,7 @@ def recovery_row(
 ) -> dict[str, object]:
     """One trial of Tab. 4 (test accuracy, %): the prompt on the original model (from its
     artefact), moved as it is onto the pruned model, and retrained there from where it
-    was (`prompting.run_trial` with ``start``, the same seed), the paper's "pruned +
+    was (`prompt_trials.run_trial` with ``start``, the same seed), the paper's "pruned +
     prompt tuning". ``train=None`` skips the retraining (NaN, no ``retrained_key``).
 
     Paper: §6.1, Tab. 4.

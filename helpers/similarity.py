@@ -23,7 +23,7 @@ from scipy.spatial.distance import squareform
 from scipy.stats import rankdata
 from torch import Tensor
 
-from helpers import data, prompting
+from helpers import data, prompt_trials
 from helpers.data import TaskData, verbalizer_ids
 from helpers.engine import TextCaches
 from helpers.models import Backbone
@@ -287,8 +287,8 @@ def label_word_robustness(
     Raises:
         ValueError: a seed is one of the default trials' seeds, or a seed repeats.
     """
-    prompt_config, train_config, _ = prompting.trial_setup(trained[0])
-    default_seeds = {prompting.trial_setup(artefact)[2] for artefact in trained}
+    prompt_config, train_config, _ = prompt_trials.trial_setup(trained[0])
+    default_seeds = {prompt_trials.trial_setup(artefact)[2] for artefact in trained}
     shared = sorted(default_seeds & set(seeds))
     if shared:
         raise SimilarityError(
@@ -304,7 +304,7 @@ def label_word_robustness(
     rows = []
     for seed in seeds:
         words = random_label_words(backbone, task.spec.n_classes, seed=seed)
-        (run,) = prompting.run_trials(
+        (run,) = prompt_trials.run_trials(
             backbone,
             task,
             replace(prompt_config, label_words=words),
@@ -313,7 +313,7 @@ def label_word_robustness(
             store,
             caches=caches,
         )
-        model = prompting.load_prompt(run, backbone)
+        model = prompt_trials.load_prompt(run, backbone)
         (probe,) = probe_trials([model], [run], task, probe_config, store, caches)
         metrics = run.json("metrics")
         for view in views(probe):

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from helpers import engine, paper
 from helpers.data import TaskData, VerbalizerStyle
 from helpers.engine import TextCaches
-from helpers.prompting import SoftPromptModel, on_backbone, prefix_cached
+from helpers.prompt_trials import on_backbone
+from helpers.prompting import SoftPromptModel, prefix_cached
 from helpers.similarity import spearman
 from helpers.store import Artefact, ArtefactStore
 

@@ -24,7 +24,7 @@ from datasets import Dataset
 from jaxtyping import Bool
 from torch import Tensor
 
-from helpers import data, models, predictivity, prompting
+from helpers import data, models, predictivity, prompt_trials, prompting
 from helpers.store import Artefact, ArtefactStore
 
 PROMPTS_CHAPTER = "01_prompt_tuning"
@@ -100,7 +100,7 @@ class Workspace:
     def prompts(self) -> dict[str, list[prompting.SoftPromptModel]]:
         """The trained prompts as models on this chapter's backbone, trial 0 first."""
         return {
-            name: [prompting.load_prompt(artefact, self.model) for artefact in artefacts]
+            name: [prompt_trials.load_prompt(artefact, self.model) for artefact in artefacts]
             for name, artefacts in self.trained.items()
         }
 

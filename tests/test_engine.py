@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from helpers import activations, data, engine, models, prompting
+from helpers import activations, data, engine, models, prompt_trials, prompting, tuning, zeroshot
 
 WORDS = ["a good movie", "the worst film", "great fun", "boring and bad", "loved it"]
 
@@ -26,13 +26,13 @@ def _double(model_type: str) -> models.Backbone:
 
 def _train(
     tiny: models.Backbone, caches: engine.TextCaches | None, prefix_cache: bool, steps: int
-) -> tuple[prompting.TrainResult, prompting.SoftPromptModel]:
+) -> tuple[tuning.TrainResult, prompting.SoftPromptModel]:
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
     model = prompting.SoftPromptModel(tiny, config, seed=5, prefix_cache=prefix_cache)
-    train = prompting.TrainConfig(
+    train = tuning.TrainConfig(
         learning_rate=0.05, batch_size=3, max_steps=steps, eval_every=2, patience=10, mode="eval"
     )
-    result = prompting.train_prompt(model, _split(), _split(4), train, 7, False, caches)
+    result = tuning.train_prompt(model, _split(), _split(4), train, 7, False, caches)
     return result, model
 
 
@@ -155,8 +155,8 @@ def test_dropout_is_detected_so_training_recomputes_text_where_it_would_differ()
     tiny = models.tiny_backbone("gpt2")
     model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
     caches = engine.TextCaches()
-    train = prompting.TrainConfig(batch_size=3, max_steps=4, eval_every=4, mode="train")
-    prompting.train_prompt(model, _split(), _split(4), train, 0, False, caches)
+    train = tuning.TrainConfig(batch_size=3, max_steps=4, eval_every=4, mode="train")
+    tuning.train_prompt(model, _split(), _split(4), train, 0, False, caches)
     assert not any(key[-1] == "examples" for key in caches._items)  # dev batches only
 
 
@@ -168,7 +168,7 @@ def _falling_dev(model: prompting.SoftPromptModel, first: int) -> None:
     def falling(split, *args, **kwargs):  # noqa: ANN001, ANN202
         result = evaluate(split, *args, **kwargs)
         wrong = result.labels if next(calls) < first else 1 - result.labels
-        return prompting.Evaluation(result.labels, wrong)
+        return zeroshot.Evaluation(result.labels, wrong)
 
     model.evaluate = falling  # type: ignore[method-assign]
 
@@ -177,7 +177,7 @@ def _falling_dev(model: prompting.SoftPromptModel, first: int) -> None:
 def test_trials_trained_together_give_each_the_prompt_it_gets_alone(model_type: str) -> None:
     tiny = _double(model_type)
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
-    train = prompting.TrainConfig(
+    train = tuning.TrainConfig(
         learning_rate=0.2, batch_size=3, max_steps=9, eval_every=1, patience=2, mode="eval"
     )
     seeds, stops = [3, 4, 5], [2, 9, 4]  # the first trial stops early, the others go on
@@ -185,11 +185,11 @@ def test_trials_trained_together_give_each_the_prompt_it_gets_alone(model_type: 
     for model, first in zip(together, stops, strict=True):
         _falling_dev(model, first)
     caches = engine.TextCaches()
-    joint = prompting.train_prompts(together, _split(), _split(4), train, seeds, False, caches)
+    joint = tuning.train_prompts(together, _split(), _split(4), train, seeds, False, caches)
     for seed, first, result in zip(seeds, stops, joint, strict=True):
         alone = prompting.SoftPromptModel(tiny, config, seed=seed)
         _falling_dev(alone, first)
-        single = prompting.train_prompt(alone, _split(), _split(4), train, seed, False)
+        single = tuning.train_prompt(alone, _split(), _split(4), train, seed, False)
         torch.testing.assert_close(result.prompt, single.prompt, rtol=1e-9, atol=1e-12)
         assert (result.best_step, result.best_dev) == (single.best_step, single.best_dev)
         assert [h["step"] for h in result.history] == [h["step"] for h in single.history]
@@ -206,10 +206,10 @@ def test_run_trials_together_stores_what_one_at_a_time_stores(store, tmp_path) -
     tiny = _double("llama")
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _split(), _split(4), _split(6), "k")
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
-    train = prompting.TrainConfig(learning_rate=0.1, batch_size=3, max_steps=4, eval_every=2)
-    apart = prompting.run_trials(tiny, task, config, train, [0, 1, 2], store, False)
+    train = tuning.TrainConfig(learning_rate=0.1, batch_size=3, max_steps=4, eval_every=2)
+    apart = prompt_trials.run_trials(tiny, task, config, train, [0, 1, 2], store, False)
     other = ArtefactStore(tmp_path / "other")
-    together = prompting.run_trials(tiny, task, config, train, [0, 1, 2], other, False, None, 2)
+    together = prompt_trials.run_trials(tiny, task, config, train, [0, 1, 2], other, False, None, 2)
     for a, b in zip(apart, together, strict=True):
         assert a.key == b.key
         torch.testing.assert_close(
@@ -217,10 +217,10 @@ def test_run_trials_together_stores_what_one_at_a_time_stores(store, tmp_path) -
         )
         assert a.json("metrics") == b.json("metrics")
     with pytest.raises(ValueError, match="joint_trials must be >= 1"):
-        prompting.run_trials(tiny, task, config, train, [0], store, False, None, 0)
+        prompt_trials.run_trials(tiny, task, config, train, [0], store, False, None, 0)
     with pytest.raises(prompting.PromptError, match="one backbone and one prompt config"):
         models_ = [
             prompting.SoftPromptModel(tiny, config),
             prompting.SoftPromptModel(tiny, replace(config, length=2)),
         ]
-        prompting.train_prompts(models_, _split(), _split(4), train, [0, 1], False)
+        tuning.train_prompts(models_, _split(), _split(4), train, [0, 1], False)

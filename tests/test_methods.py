@@ -9,7 +9,7 @@ import pytest
 import torch
 import toys
 
-from helpers import data, methods, models, prompting
+from helpers import data, methods, models, prompting, tuning
 
 
 def _task() -> data.TaskData:
@@ -57,12 +57,10 @@ def test_lora_training_changes_only_lora_parameters() -> None:
         tiny, _task(), prompting.PromptConfig(max_text_tokens=8), config
     )
     assert model.config.init_text == " Sentiment:" and not model.prompt.requires_grad
-    train = prompting.TrainConfig(
+    train = tuning.TrainConfig(
         learning_rate=0.05, max_steps=3, eval_every=1, batch_size=3, patience=5
     )
-    prompting.train_prompt(
-        model, _task().train, _task().dev, train, parameters=params, progress=False
-    )
+    tuning.train_prompt(model, _task().train, _task().dev, train, parameters=params, progress=False)
     after = dict(tiny.model.named_parameters())
     for name, value in ffn_before.items():
         key = name.replace("q_proj.", "q_proj.base_layer.").replace("v_proj.", "v_proj.base_layer.")
@@ -87,15 +85,15 @@ def test_train_prompt_refuses_stray_trainable_parameters() -> None:
     model, params = methods.method_model(
         tiny, _task(), prompting.PromptConfig(max_text_tokens=8), methods.MethodConfig()
     )
-    train = prompting.TrainConfig(max_steps=1, eval_every=1)
+    train = tuning.TrainConfig(max_steps=1, eval_every=1)
     with pytest.raises(prompting.PromptError, match="exactly those that require grad"):
-        prompting.train_prompt(model, _task().train, _task().dev, train, parameters=params[:1])
+        tuning.train_prompt(model, _task().train, _task().dev, train, parameters=params[:1])
 
 
 def test_a_stored_method_reloads_to_identical_outputs(store) -> None:
     base = models.tiny_backbone("gpt2")
     config = methods.MethodConfig("lora", rank=2)
-    train = prompting.TrainConfig(learning_rate=0.05, max_steps=2, eval_every=1, batch_size=3)
+    train = tuning.TrainConfig(learning_rate=0.05, max_steps=2, eval_every=1, batch_size=3)
     prompt = prompting.PromptConfig(max_text_tokens=8)
     first, artefact = methods.run_method(
         lambda: copy.deepcopy(base), _task(), prompt, config, train, 0, store

@@ -9,7 +9,7 @@ import pytest
 import torch
 import toys
 
-from helpers import data, engine, models, prompting
+from helpers import data, engine, models, prompt_trials, prompting, tuning, zeroshot
 
 
 def _split() -> data.Dataset:
@@ -18,11 +18,9 @@ def _split() -> data.Dataset:
 
 
 def test_prediction_position_is_last_real_token_or_mask(tiny: models.Backbone) -> None:
-    batches = prompting.hard_prompt_batches(tiny, _split(), "{text} sentiment :", 4, 16)
+    batches = zeroshot.hard_prompt_batches(tiny, _split(), "{text} sentiment :", 4, 16)
     encoded, rows = next(batches)
-    positions = prompting.prediction_positions(
-        tiny, encoded["input_ids"], encoded["attention_mask"]
-    )
+    positions = zeroshot.prediction_positions(tiny, encoded["input_ids"], encoded["attention_mask"])
     ids = encoded["input_ids"][torch.arange(4), positions]
     if tiny.kind == "encoder":
         assert (ids == tiny.tokenizer.mask_token_id).all()
@@ -35,19 +33,17 @@ def test_prediction_position_is_last_real_token_or_mask(tiny: models.Backbone) -
 
 
 def test_head_at_one_position_equals_full_sequence_logits(tiny: models.Backbone) -> None:
-    encoded, _ = next(prompting.hard_prompt_batches(tiny, _split(), "{text} sentiment :", 4, 16))
-    positions = prompting.prediction_positions(
-        tiny, encoded["input_ids"], encoded["attention_mask"]
-    )
+    encoded, _ = next(zeroshot.hard_prompt_batches(tiny, _split(), "{text} sentiment :", 4, 16))
+    positions = zeroshot.prediction_positions(tiny, encoded["input_ids"], encoded["attention_mask"])
     label_ids = data.verbalizer_ids(tiny.tokenizer, ["negative", "positive"])
     hidden = tiny.model.base_model(**encoded).last_hidden_state
-    fast = prompting.label_logits(tiny, hidden, positions, label_ids)
+    fast = zeroshot.label_logits(tiny, hidden, positions, label_ids)
     full = tiny.model(**encoded).logits[torch.arange(4), positions][:, label_ids]
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
 
 
 def test_zero_shot_returns_one_prediction_per_example(tiny: models.Backbone) -> None:
-    result = prompting.zero_shot(tiny, _split(), "{text} sentiment :", ["negative", "positive"], 3)
+    result = zeroshot.zero_shot(tiny, _split(), "{text} sentiment :", ["negative", "positive"], 3)
     assert result.labels.tolist() == [1, 0, 1, 0]
     assert set(result.predictions.tolist()) <= {0, 1}
     assert 0.0 <= result.accuracy <= 1.0
@@ -60,38 +56,38 @@ def test_several_verbalizers_equal_separate_zero_shot_runs(tiny: models.Backbone
         ("negative", "positive"),
     )
     words = {"shared": ["negative", "positive"], "natural": ["bad", "good"]}
-    joint = prompting.zero_shot_verbalizers(tiny, split, "{text} sentiment :", words, 2)
+    joint = zeroshot.zero_shot_verbalizers(tiny, split, "{text} sentiment :", words, 2)
     for name, label_words in words.items():
-        alone = prompting.zero_shot(tiny, split, "{text} sentiment :", label_words, 5)
+        alone = zeroshot.zero_shot(tiny, split, "{text} sentiment :", label_words, 5)
         assert joint[name].predictions.tolist() == alone.predictions.tolist()
         assert joint[name].labels.tolist() == [1, 0, 1, 0, 1]
 
 
 def test_zero_shot_bad_input(tiny: models.Backbone) -> None:
     with pytest.raises(data.LabelWordError, match="single tokens"):
-        prompting.zero_shot(tiny, _split(), "{text} :", ["negative", "very good"])
+        zeroshot.zero_shot(tiny, _split(), "{text} :", ["negative", "very good"])
     with pytest.raises(ValueError, match="empty split"):
-        prompting.zero_shot(tiny, _split().select([]), "{text} :", ["negative", "positive"])
+        zeroshot.zero_shot(tiny, _split().select([]), "{text} :", ["negative", "positive"])
 
 
 def test_balanced_accuracy_known_answers() -> None:
     labels = np.array([0, 0, 0, 1])
-    assert prompting.balanced_accuracy(labels, np.zeros(4, dtype=int)) == 0.5
-    assert prompting.balanced_accuracy(labels, labels) == 1.0
-    assert prompting.Evaluation(labels, np.zeros(4, dtype=int)).accuracy == 0.75
+    assert zeroshot.balanced_accuracy(labels, np.zeros(4, dtype=int)) == 0.5
+    assert zeroshot.balanced_accuracy(labels, labels) == 1.0
+    assert zeroshot.Evaluation(labels, np.zeros(4, dtype=int)).accuracy == 0.75
 
 
 def test_truncate_keeps_the_first_tokens() -> None:
     tokenizer = models.tiny_tokenizer("decoder")
-    assert prompting.truncate(tokenizer, "a good movie and a bad plot", 3) == "a good movie"
-    assert prompting.truncate(tokenizer, "a good movie", 10) == "a good movie"
+    assert zeroshot.truncate(tokenizer, "a good movie and a bad plot", 3) == "a good movie"
+    assert zeroshot.truncate(tokenizer, "a good movie", 10) == "a good movie"
 
 
 @pytest.mark.slow
 def test_embedded_backbone_zero_shot_beats_chance_on_sentiment(store) -> None:
     backbone = models.load_backbone("smollm2-135m")
     task = data.load_task("rotten_tomatoes", data.SplitSizes(10, 10, 64), store=store)
-    rows = prompting.zero_shot_table(backbone, [task], "test", 32, 64)
+    rows = zeroshot.zero_shot_table(backbone, [task], "test", 32, 64)
     assert rows[0]["label_words"] == "negative/positive"
     assert rows[0]["accuracy"] > 55.0
 
@@ -187,16 +183,18 @@ def test_decoder_template_and_pair_separator(tmp_path) -> None:
 
 def test_saved_prompt_reloads_to_identical_logits(tiny: models.Backbone, store) -> None:
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
-    train = prompting.TrainConfig(max_steps=2, eval_every=1, batch_size=3, learning_rate=0.1)
+    train = tuning.TrainConfig(max_steps=2, eval_every=1, batch_size=3, learning_rate=0.1)
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
-    artefact = prompting.run_trial(tiny, task, config, train, seed=1, store=store, progress=False)
+    artefact = prompt_trials.run_trial(
+        tiny, task, config, train, seed=1, store=store, progress=False
+    )
     assert artefact.json("metrics")["best_step"] in (1, 2)
-    reloaded = prompting.load_prompt(store.load("prompts", artefact.key), tiny)
+    reloaded = prompt_trials.load_prompt(store.load("prompts", artefact.key), tiny)
     torch.testing.assert_close(reloaded.prompt, artefact.tensors()["prompt"])
-    again = prompting.run_trial(tiny, task, config, train, seed=1, store=store, progress=False)
+    again = prompt_trials.run_trial(tiny, task, config, train, seed=1, store=store, progress=False)
     assert again.key == artefact.key
-    assert prompting.trial_setup(again) == (config, train, 1)
-    other = prompting.load_prompt(again, tiny)
+    assert prompt_trials.trial_setup(again) == (config, train, 1)
+    other = prompt_trials.load_prompt(again, tiny)
     logits = reloaded(next(reloaded.batches(_pairs(), 6)))
     torch.testing.assert_close(logits, other(next(other.batches(_pairs(), 6))), rtol=0, atol=0)
     fresh = prompting.SoftPromptModel(tiny, config, seed=123)
@@ -212,13 +210,13 @@ def test_early_stopping_keeps_the_best_dev_prompt() -> None:
     def evaluate(data, batch_size=32, progress=False, caches=None):
         seen.append(model.prompt.detach().clone())
         k = next(correct)
-        return prompting.Evaluation(np.ones(10, dtype=int), (np.arange(10) < k).astype(int))
+        return zeroshot.Evaluation(np.ones(10, dtype=int), (np.arange(10) < k).astype(int))
 
     model.evaluate = evaluate  # type: ignore[method-assign]
-    config = prompting.TrainConfig(
+    config = tuning.TrainConfig(
         max_steps=10, eval_every=1, patience=2, learning_rate=0.5, batch_size=2
     )
-    result = prompting.train_prompt(model, _pairs(), _pairs(), config, progress=False)
+    result = tuning.train_prompt(model, _pairs(), _pairs(), config, progress=False)
     assert [h["dev_accuracy"] for h in result.history] == [0.5, 0.8, 0.6, 0.7]
     assert (result.best_step, result.best_dev) == (2, 0.8)
     torch.testing.assert_close(model.prompt.detach(), seen[1])
@@ -234,15 +232,15 @@ def test_soft_prompt_bad_input(store) -> None:
     with pytest.raises(prompting.PromptError, match=">= 1"):
         prompting.PromptConfig(length=0)
     with pytest.raises(ValueError, match="empty split"):
-        prompting.train_prompt(_soft(tiny), _pairs().select([]), _pairs(), prompting.TrainConfig())
+        tuning.train_prompt(_soft(tiny), _pairs().select([]), _pairs(), tuning.TrainConfig())
     with pytest.raises(ValueError, match="learning_rate must be positive"):
-        prompting.TrainConfig(learning_rate=0)
+        tuning.TrainConfig(learning_rate=0)
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
     config = prompting.PromptConfig(length=2, max_text_tokens=8)
-    train = prompting.TrainConfig(max_steps=1, eval_every=1)
-    artefact = prompting.run_trial(tiny, task, config, train, 0, store, progress=False)
+    train = tuning.TrainConfig(max_steps=1, eval_every=1)
+    artefact = prompt_trials.run_trial(tiny, task, config, train, 0, store, progress=False)
     with pytest.raises(prompting.PromptError, match="trained on 'tiny-llama'"):
-        prompting.load_prompt(artefact, models.tiny_backbone("gpt2"))
+        prompt_trials.load_prompt(artefact, models.tiny_backbone("gpt2"))
 
 
 def test_initialisations_follow_the_config() -> None:
@@ -258,7 +256,7 @@ def test_task_init_ends_with_the_hand_written_words_after_vocabulary_vectors() -
     tiny = models.tiny_backbone("llama")
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
     base = prompting.PromptConfig(length=6, init="task", max_text_tokens=8)
-    config = prompting.prompt_config_for(task, base)
+    config = prompt_trials.prompt_config_for(task, base)
     assert (config.init, config.init_text) == ("text", " Sentiment:")
     model = prompting.SoftPromptModel(tiny, config, seed=0)
     words = tiny.tokenizer(" Sentiment:", add_special_tokens=False)["input_ids"]
@@ -373,23 +371,23 @@ def test_a_trial_can_start_from_a_stored_prompt_on_a_backbone_of_the_same_width(
     tiny = models.tiny_backbone("llama")
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
-    first = prompting.run_trial(
-        tiny, task, config, prompting.TrainConfig(max_steps=2, eval_every=1), 0, store, False
+    first = prompt_trials.run_trial(
+        tiny, task, config, tuning.TrainConfig(max_steps=2, eval_every=1), 0, store, False
     )
     # No training step at all (lr 0): the stored start comes back unchanged.
-    still = prompting.TrainConfig(max_steps=1, eval_every=1, learning_rate=1e-30)
+    still = tuning.TrainConfig(max_steps=1, eval_every=1, learning_rate=1e-30)
     other = models.tiny_backbone("llama", seed=5)
-    resumed = prompting.run_trial(other, task, config, still, 0, store, False, start=first)
+    resumed = prompt_trials.run_trial(other, task, config, still, 0, store, False, start=first)
     torch.testing.assert_close(resumed.tensors()["prompt"], first.tensors()["prompt"])
     assert resumed.json("config")["start"] == first.key
-    moved = prompting.on_backbone(prompting.load_prompt(first, tiny), other)
+    moved = prompt_trials.on_backbone(prompt_trials.load_prompt(first, tiny), other)
     torch.testing.assert_close(moved.prompt, first.tensors()["prompt"], rtol=0, atol=0)
     assert moved.backbone is other
     with pytest.raises(prompting.PromptError, match="cannot start from prompt"):
-        prompting.run_trial(
+        prompt_trials.run_trial(
             other, task, replace(config, length=4), still, 0, store, False, start=first
         )
     narrow = prompting.SoftPromptModel(tiny, config)
     narrow.prompt = torch.nn.Parameter(torch.zeros(3, 7))
     with pytest.raises(prompting.PromptError, match="cannot run on 'tiny-gpt2'"):
-        prompting.on_backbone(narrow, models.tiny_backbone("gpt2"))
+        prompt_trials.on_backbone(narrow, models.tiny_backbone("gpt2"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import models, perturbation, predictivity, pruning
+from helpers import models, perturbation, predictivity, prompt_trials, pruning, tuning
 
 
 def _ids(backbone: models.Backbone) -> torch.Tensor:
@@ -198,7 +198,7 @@ def test_constant_accuracies_score_each_constant_as_its_own_pruned_model() -> No
     for how, accuracy in found.items():
         values = pruning.removed_constants(model, split, how, batch_size=4)
         small = pruning.prune(model.backbone, kept, values)
-        assert accuracy == prompting.on_backbone(model, small).evaluate(split, 4).accuracy
+        assert accuracy == prompt_trials.on_backbone(model, small).evaluate(split, 4).accuracy
 
 
 def _prompt_and_task():
@@ -212,15 +212,15 @@ def _prompt_and_task():
 
 
 def test_recovery_row_moves_the_prompt_and_retrains_it_from_where_it_was(store) -> None:
-    from helpers import prompting, tables
+    from helpers import tables
 
     model, task = _prompt_and_task()
-    train = prompting.TrainConfig(max_steps=2, eval_every=1, batch_size=3, learning_rate=0.1)
-    artefact = prompting.run_trial(model.backbone, task, model.config, train, 4, store, False)
-    prompt = prompting.load_prompt(artefact, model.backbone)
+    train = tuning.TrainConfig(max_steps=2, eval_every=1, batch_size=3, learning_rate=0.1)
+    artefact = prompt_trials.run_trial(model.backbone, task, model.config, train, 4, store, False)
+    prompt = prompt_trials.load_prompt(artefact, model.backbone)
     small = pruning.prune(model.backbone, {1: [0, 1]}, torch.zeros(2, model.backbone.ffn_width))
     skipped = pruning.recovery_row(prompt, artefact, small, task, None, store, 4)
-    expected = prompting.on_backbone(prompt, small).evaluate(task.test, 4).accuracy
+    expected = prompt_trials.on_backbone(prompt, small).evaluate(task.test, 4).accuracy
     assert skipped[tables.PRUNED] == pytest.approx(100 * expected)
     assert skipped[tables.PROMPT] == pytest.approx(100 * artefact.json("metrics")["test_accuracy"])
     assert (

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from helpers import data, models, prompting, similarity
+from helpers import data, models, prompt_trials, prompting, similarity, tuning
 from helpers.predictivity import neuron_values
 
 
@@ -161,10 +161,10 @@ def test_label_word_robustness_uses_seeds_the_default_trials_do_not(store) -> No
     tiny = models.tiny_backbone("llama")
     task = _probe_task(tiny, three_classes=False)
     config = prompting.PromptConfig(length=2, max_text_tokens=8)
-    train = prompting.TrainConfig(learning_rate=0.1, batch_size=4, max_steps=2, eval_every=1)
-    trained = prompting.run_trials(tiny, task, config, train, [0, 1], store, False)
+    train = tuning.TrainConfig(learning_rate=0.1, batch_size=4, max_steps=2, eval_every=1)
+    trained = prompt_trials.run_trials(tiny, task, config, train, [0, 1], store, False)
     probe_config = predictivity.ProbeConfig(baseline_size=20, batch_size=8)
-    models_ = [prompting.load_prompt(a, tiny) for a in trained]
+    models_ = [prompt_trials.load_prompt(a, tiny) for a in trained]
     probes = predictivity.probe_trials(models_, trained, task, probe_config, store)
     with pytest.raises(ValueError, match=r"seeds \[1\] are also default trials' seeds \[0, 1\]"):
         similarity.label_word_robustness(tiny, task, trained, probes, [1, 2], store)
@@ -173,7 +173,7 @@ def test_label_word_robustness_uses_seeds_the_default_trials_do_not(store) -> No
     assert row["seed"] == 5 and row["label words"] == "/".join(
         similarity.random_label_words(tiny, 2, seed=5)
     )
-    (retrained,) = prompting.run_trials(
+    (retrained,) = prompt_trials.run_trials(
         tiny,
         task,
         replace(config, label_words=tuple(row["label words"].split("/"))),

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from helpers import data, engine, models, prompting, transfer
+from helpers import data, engine, models, prompt_trials, prompting, transfer, tuning
 
 
 def _split(labels: list[int], names: tuple[str, ...]) -> data.Dataset:
@@ -70,7 +70,7 @@ def test_transfer_to_the_own_task_is_the_prompt_accuracy_and_reads_target_words(
     assert transfer.transfer_accuracy(model, own, batch_size=4) == pytest.approx(expected)
     three = _task("cf_tweets", [0, 1, 2, 0, 1, 2])
     accuracy = transfer.transfer_accuracy(model, three, batch_size=4)
-    reader = prompting.on_backbone(model, tiny, label_words=("negative", "neutral", "positive"))
+    reader = prompt_trials.on_backbone(model, tiny, label_words=("negative", "neutral", "positive"))
     assert accuracy == pytest.approx(reader.evaluate(three.test, batch_size=4).accuracy)
     assert model.config.label_words == ("negative", "positive")  # the source is unchanged
 
@@ -136,9 +136,9 @@ def test_transfer_matrix_is_computed_once_and_averages_source_trials(store) -> N
     tiny = models.tiny_backbone("llama")
     task = _task("rotten_tomatoes", [1, 0, 1, 0, 1, 0])
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
-    train = prompting.TrainConfig(max_steps=1, eval_every=1, batch_size=3)
-    runs = [prompting.run_trial(tiny, task, config, train, s, store, False) for s in (0, 1)]
-    models_ = [prompting.load_prompt(a, tiny) for a in runs]
+    train = tuning.TrainConfig(max_steps=1, eval_every=1, batch_size=3)
+    runs = [prompt_trials.run_trial(tiny, task, config, train, s, store, False) for s in (0, 1)]
+    models_ = [prompt_trials.load_prompt(a, tiny) for a in runs]
     targets = {"rotten_tomatoes": task}
 
     def matrix(size: int | None = None) -> torch.Tensor:

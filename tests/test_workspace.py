@@ -6,7 +6,7 @@ import pytest
 import torch
 import toys
 
-from helpers import data, models, predictivity, prompting
+from helpers import data, models, predictivity, prompt_trials, prompting, tuning
 from helpers.workspace import StaleResultsError, Workspace
 
 TASK = "rotten_tomatoes"
@@ -21,13 +21,13 @@ def written(store):
     """A store where chapter 01 trained two prompts and chapter 02 probed them."""
     tiny, task = models.tiny_backbone("llama"), _task("splits-a")
     config = prompting.PromptConfig(length=2, max_text_tokens=8)
-    train = prompting.TrainConfig(max_steps=1, eval_every=1, batch_size=3)
+    train = tuning.TrainConfig(max_steps=1, eval_every=1, batch_size=3)
     runs = [
-        prompting.run_trial(tiny, task, config, train, seed, store, progress=False)
+        prompt_trials.run_trial(tiny, task, config, train, seed, store, progress=False)
         for seed in (0, 1)
     ]
     store.write_results("01_prompt_tuning", {"prompt_keys": {TASK: [a.key for a in runs]}})
-    prompts = [prompting.load_prompt(a, tiny) for a in runs]
+    prompts = [prompt_trials.load_prompt(a, tiny) for a in runs]
     probe = predictivity.ProbeConfig(baseline_size=4, batch_size=4)
     probes = predictivity.probe_trials(prompts, runs, task, probe, store)
     store.write_results("02_neuron_discovery", {"neuron_keys": {TASK: [a.key for a in probes]}})
