@@ -26,7 +26,7 @@ from transformers.pytorch_utils import Conv1D
 from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.models import Backbone
-from helpers.prompt_trials import hand_written_config
+from helpers.prompt_trials import hand_written_config, trial_metrics
 from helpers.prompting import PromptConfig, SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
 from helpers.tuning import TrainConfig, train_prompt
@@ -175,12 +175,7 @@ def run_method(
         result = train_prompt(
             model, task.train, task.dev, train, trial_seed, progress, parameters=parameters
         )
-        test = model.evaluate(task.test, train.eval_batch_size)
-        metrics = {
-            "best_step": result.best_step,
-            "dev_accuracy": result.best_dev,
-            "test_accuracy": test.accuracy,
-        }
+        metrics = trial_metrics(model, result, task.test, train.eval_batch_size)
         return trainable_state(model), {
             "config": settings,
             "history": result.history,

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from datasets import Dataset
 from torch import Tensor
 
 from helpers import paper
@@ -94,6 +95,24 @@ def _trial_model(
     return model, trial_seed
 
 
+def trial_metrics(
+    model: SoftPromptModel,
+    result: TrainResult,
+    test: Dataset,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> dict[str, float]:
+    """A trained model's metrics: its best step and dev accuracy, and its test accuracy
+    and balanced accuracy (every tuning method reports the same ones)."""
+    scored = model.evaluate(test, batch_size, caches=caches)
+    return {
+        "best_step": result.best_step,
+        "dev_accuracy": result.best_dev,
+        "test_accuracy": scored.accuracy,
+        "test_balanced_accuracy": scored.balanced_accuracy,
+    }
+
+
 def _trial_outputs(
     model: SoftPromptModel,
     result: TrainResult,
@@ -103,13 +122,7 @@ def _trial_outputs(
     caches: TextCaches | None,
 ) -> tuple[dict[str, Tensor], dict[str, object]]:
     """A trained trial's artefact contents: its prompt, config, curve and test metrics."""
-    test = model.evaluate(task.test, train.eval_batch_size, caches=caches)
-    metrics = {
-        "best_step": result.best_step,
-        "dev_accuracy": result.best_dev,
-        "test_accuracy": test.accuracy,
-        "test_balanced_accuracy": test.balanced_accuracy,
-    }
+    metrics = trial_metrics(model, result, task.test, train.eval_batch_size, caches)
     payloads = {"config": config, "history": result.history, "metrics": metrics}
     return {"prompt": result.prompt}, payloads
 
