@@ -252,3 +252,65 @@ def test_paper_profile_runs_end_to_end_on_hub_standins(
             o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
         ]
         assert not errors, (notebook.name, errors[:1])
+
+
+def _own_files(folder: Path) -> list[str]:
+    """Four task files of one's own over two types: two of single texts (sentiment) and
+    two of text pairs (inference), with integer labels in one file of each type."""
+    import csv
+    import random
+
+    rng = random.Random(0)
+    words = {0: "bad awful boring hated worst", 1: "good great fun loved best"}
+    pair_words = {0: "yes sits runs", 1: "maybe outside inside", 2: "no not sleeps"}
+    files = []
+    for name, table, pairs, integers in (
+        ("reviews.csv", words, False, False),
+        ("opinions.csv", words, False, True),
+        ("premises.csv", pair_words, True, False),
+        ("claims.csv", pair_words, True, True),
+    ):
+        names = ["negative", "positive"] if not pairs else ["entail", "neutral", "contra"]
+        rows = []
+        for i in range(90):
+            label = i % len(table)
+            text = " ".join(rng.choices(table[label].split(), k=4) + ["the", "movie"])
+            row = {"text": text, "label": label if integers else names[label]}
+            if pairs:
+                row["text_pair"] = " ".join(rng.choices("man woman dog park".split(), k=3))
+            rows.append(row)
+        with (folder / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        files.append(str(folder / name))
+    return files
+
+
+@pytest.mark.notebooks
+def test_a_profile_of_your_own_model_and_files_runs_the_whole_book(tmp_path: Path) -> None:
+    """A local model folder and four CSV tasks over two types, none of them built in."""
+    import yaml
+
+    from helpers import models
+
+    tiny = models.tiny_backbone("llama")
+    tiny.model.save_pretrained(tmp_path / "model")
+    tiny.tokenizer.save_pretrained(tmp_path / "model")
+    ci = runner.load_profile("ci")
+    own = {k: v for k, v in ci.items() if not k.endswith(("_task", "_tasks"))}
+    own |= {"backbone": str(tmp_path / "model"), "tasks": _own_files(tmp_path)}
+    own |= {"train_size": 60, "dev_size": 30, "test_size": 30, "stability_count": 20}
+    own |= {"max_text_tokens": 16}  # the tiny model has 128 positions
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(yaml.safe_dump(own))
+    executed = tmp_path / "_build" / "executed"
+    rows = runner.execute(str(profile), executed, extra={"store_dir": str(tmp_path / "store")})
+    assert [row["notebook"] for row in rows] == [nb.stem for nb in NOTEBOOKS]
+    assert rows[1]["parameters"]["backbone"].endswith("model")
+    for notebook in NOTEBOOKS:
+        cells = nbformat.read(executed / notebook.name, as_version=4).cells
+        errors = [
+            o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+        ]
+        assert not errors, (notebook.name, errors[:1])
