@@ -263,14 +263,19 @@ def _own_files(folder: Path) -> list[str]:
     rng = random.Random(0)
     words = {0: "bad awful boring hated worst", 1: "good great fun loved best"}
     pair_words = {0: "yes sits runs", 1: "maybe outside inside", 2: "no not sleeps"}
+    # Integer labels name their classes "0", "1": a three-class task needs a class named
+    # "neutral" for its binary subtasks (chapter 02), so the integer pair file is binary.
+    binary_pairs = {0: "yes sits runs", 1: "no not sleeps"}
     files = []
     for name, table, pairs, integers in (
         ("reviews.csv", words, False, False),
         ("opinions.csv", words, False, True),
         ("premises.csv", pair_words, True, False),
-        ("claims.csv", pair_words, True, True),
+        ("claims.csv", binary_pairs, True, True),
     ):
-        names = ["negative", "positive"] if not pairs else ["entail", "neutral", "contra"]
+        names = (
+            ["negative", "positive"] if not pairs else ["entailment", "neutral", "contradiction"]
+        )
         rows = []
         for i in range(90):
             label = i % len(table)
@@ -294,7 +299,8 @@ def test_a_profile_of_your_own_model_and_files_runs_the_whole_book(tmp_path: Pat
 
     from helpers import models
 
-    tiny = models.tiny_backbone("llama")
+    # Integer labels name their classes "0", "1", ...: the natural words need those tokens.
+    tiny = models.tiny_backbone("llama", words=(*models.TINY_WORDS, "0", "1", "2"))
     tiny.model.save_pretrained(tmp_path / "model")
     tiny.tokenizer.save_pretrained(tmp_path / "model")
     ci = runner.load_profile("ci")
