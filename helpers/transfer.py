@@ -107,10 +107,13 @@ def token_similarity(a: SoftPromptModel, b: SoftPromptModel) -> float:
 
 
 def pairwise(
-    prompts: Mapping[str, Sequence[SoftPromptModel]],
+    prompts: Mapping[str, Sequence[object]],
     score: Callable[[str, int, str, int], float],
 ) -> Float[Tensor, "source target"]:
-    """A source × target matrix: ``score(source, i, target, j)`` averaged over trial pairs."""
+    """A source × target matrix: ``score(source, i, target, j)`` averaged over trial pairs.
+
+    ``prompts`` gives each task's trials (prompt models, or their activation states): only
+    how many each task has is read here; ``score`` reads the trials themselves."""
     names = list(prompts)
     out = torch.zeros(len(names), len(names))
     for s, source in enumerate(names):

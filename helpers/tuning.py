@@ -85,7 +85,7 @@ class TrainResult:
     prompt: Float[Tensor, "prompt d"]
     best_step: int
     best_dev: float
-    history: list[dict[str, float]]
+    history: list[dict[str, float | int]]  # step (int), loss and dev accuracy per evaluation
 
 
 def _schedule(config: TrainConfig) -> Callable[[int], float]:
