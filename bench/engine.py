@@ -20,14 +20,14 @@ import time
 
 import torch
 
-from helpers import activations, data, engine, models, prompt_trials, prompting
+from helpers import activations, data, engine, models, prompting
 from helpers.runner import bench_parser
 
 
 def setup(backbone_name: str, task_name: str, examples: int, length: int):
     backbone = models.load_backbone(backbone_name)
     task = data.load_task(task_name, data.SplitSizes(examples, examples, 2))
-    config = prompt_trials.prompt_config_for(task, prompting.PromptConfig(length=length))
+    config = prompting.prompt_config_for(task, prompting.PromptConfig(length=length))
     return prompting.SoftPromptModel(backbone, config), task
 
 

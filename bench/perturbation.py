@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import torch
 
-from helpers import data, engine, models, perturbation, prompt_trials, prompting
+from helpers import data, engine, models, perturbation, prompting
 from helpers.runner import bench_parser, processor
 
 
@@ -32,9 +32,7 @@ def main() -> None:
 
     backbone = models.load_backbone(args.backbone)
     task = data.load_task(args.task, data.SplitSizes(8, 8, args.examples))
-    config = prompt_trials.prompt_config_for(
-        task, prompting.PromptConfig(length=args.prompt_length)
-    )
+    config = prompting.prompt_config_for(task, prompting.PromptConfig(length=args.prompt_length))
     model = prompting.SoftPromptModel(backbone, config)
     noise = perturbation.PerturbConfig(sigma=0.1, scope="prompt")
     gen = torch.Generator().manual_seed(0)

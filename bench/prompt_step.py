@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import data, engine, models, prompt_trials, prompting, tuning
+from helpers import data, engine, models, prompting, tuning
 from helpers.runner import bench_parser, processor
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     backbone = models.load_backbone(args.backbone)
     task = data.load_task(args.task, data.SplitSizes(args.train_examples, 2, 2))
     config = prompting.PromptConfig(length=args.prompt_length, init="task")
-    model = prompting.SoftPromptModel(backbone, prompt_trials.prompt_config_for(task, config))
+    model = prompting.SoftPromptModel(backbone, prompting.prompt_config_for(task, config))
     labels = np.asarray(task.train["label"])
     order = engine.bucketed_order(
         model.text_lengths(task.train), args.batch_size, np.random.default_rng(0), 16, labels

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import data, engine, models, prompt_trials, prompting
+from helpers import data, engine, models, prompting
 from helpers.runner import bench_parser
 
 
@@ -32,7 +32,7 @@ def main() -> None:
 
     backbone = models.load_backbone(args.backbone)
     task = data.load_task(args.task, data.SplitSizes(2, args.examples, 2))
-    config = prompt_trials.prompt_config_for(task, prompting.PromptConfig(length=8))
+    config = prompting.prompt_config_for(task, prompting.PromptConfig(length=8))
     model = prompting.SoftPromptModel(backbone, config)
     times: dict[str, list[float]] = {"run texts": [], "write": [], "read": []}
     with tempfile.TemporaryDirectory() as folder:

@@ -652,6 +652,12 @@ class SplitSizes:
         return getattr(self, split)
 
 
+def head(split: Dataset, size: int | None) -> Dataset:
+    """The first ``size`` examples of a split (all of them if it is shorter); the split
+    itself for None."""
+    return split if size is None else split.select(range(min(size, len(split))))
+
+
 @dataclass
 class TaskData:
     """A task's three splits, with its spec and the artefact key of its split indices."""

@@ -26,8 +26,8 @@ from transformers.pytorch_utils import Conv1D
 from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.models import Backbone
-from helpers.prompt_trials import hand_written_config, trial_metrics
-from helpers.prompting import PromptConfig, SoftPromptModel
+from helpers.prompt_trials import trial_metrics
+from helpers.prompting import PromptConfig, SoftPromptModel, hand_written_config
 from helpers.store import Artefact, ArtefactStore
 from helpers.tuning import TrainConfig, train_prompt
 

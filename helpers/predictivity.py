@@ -23,8 +23,7 @@ from helpers.checks import check_choice
 from helpers.data import TaskData, stable_seed
 from helpers.engine import Pooling, TextCaches
 from helpers.models import Backbone
-from helpers.prompt_trials import hand_written_config
-from helpers.prompting import PromptConfig, SoftPromptModel
+from helpers.prompting import PromptConfig, SoftPromptModel, hand_written_config
 from helpers.store import Artefact, ArtefactStore
 
 Selection = Literal["per_layer", "global"]
@@ -268,11 +267,7 @@ def probe(
     n_classes = task.spec.n_classes
 
     def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
-        fit = (
-            task.train
-            if config.baseline_size is None
-            else task.train.select(range(min(config.baseline_size, len(task.train))))
-        )
+        fit = data.head(task.train, config.baseline_size)
         fit_views = {name: rows for name, (rows, _) in binary_views(fit, n_classes).items()}
         common = (config.batch_size, caches, progress)
         base = activations.baselines(model, fit, fit_views, *common, config.pooling)

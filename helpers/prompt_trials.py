@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -24,25 +23,6 @@ from helpers.models import Backbone
 from helpers.prompting import PromptConfig, PromptError, SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
 from helpers.tuning import TrainConfig, TrainResult, train_prompt, train_prompts
-
-
-def hand_written_config(backbone: Backbone, text: str, base: PromptConfig) -> PromptConfig:
-    """Return ``base`` turned into a hand-written (hard) prompt: ``text``'s own embeddings.
-
-    The paper's "hard prompt" control (Tab. 3) in the same machinery as soft prompts.
-    """
-    length = len(backbone.tokenizer(text, add_special_tokens=False)["input_ids"])
-    return replace(base, init="text", init_text=text, length=length)
-
-
-def prompt_config_for(
-    task: TaskData, base: PromptConfig, words: Literal["shared", "natural"] = "shared"
-) -> PromptConfig:
-    """Return ``base`` with the task's label words, and its hand-written words for ``task`` init."""
-    config = replace(base, label_words=task.spec.label_words(words))
-    if config.init == "task":
-        config = replace(config, init="text", init_text=task.spec.hand_prompt)
-    return config
 
 
 def _trial_config(

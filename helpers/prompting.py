@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from helpers.checks import check_choice
-from helpers.data import verbalizer_ids
+from helpers.data import TaskData, verbalizer_ids
 from helpers.engine import TextCaches, length_order
 from helpers.models import Backbone
 from helpers.zeroshot import Evaluation, PromptError, truncate
@@ -392,3 +392,22 @@ def prefix_cached(model: SoftPromptModel, on: bool = True) -> Iterator[SoftPromp
         yield model
     finally:
         model.prefix_cache = cached
+
+
+def hand_written_config(backbone: Backbone, text: str, base: PromptConfig) -> PromptConfig:
+    """Return ``base`` turned into a hand-written (hard) prompt: ``text``'s own embeddings.
+
+    The paper's "hard prompt" control (Tab. 3) in the same machinery as soft prompts.
+    """
+    length = len(backbone.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return replace(base, init="text", init_text=text, length=length)
+
+
+def prompt_config_for(
+    task: TaskData, base: PromptConfig, words: Literal["shared", "natural"] = "shared"
+) -> PromptConfig:
+    """Return ``base`` with the task's label words, and its hand-written words for ``task`` init."""
+    config = replace(base, label_words=task.spec.label_words(words))
+    if config.init == "task":
+        config = replace(config, init="text", init_text=task.spec.hand_prompt)
+    return config

@@ -21,7 +21,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from helpers import engine, paper
+from helpers import data, engine, paper
 from helpers.data import TaskData, VerbalizerStyle
 from helpers.engine import TextCaches
 from helpers.prompt_trials import on_backbone
@@ -52,7 +52,7 @@ def transfer_accuracy(
 
     Paper: §6.2 ("zero-shot transferability").
     """
-    test = target.test if size is None else target.test.select(range(min(size, len(target.test))))
+    test = data.head(target.test, size)
     reader = on_backbone(source, source.backbone, label_words=target.spec.label_words(words))
     return reader.evaluate(test, batch_size, caches=caches).accuracy
 

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from helpers import data
 from helpers.engine import TextCaches, active_dropout, bucketed_order
 from helpers.prompting import PromptBatch, PromptError, SoftPromptModel, prefix_cached
 
@@ -262,11 +263,7 @@ def train_prompts(
     # where the per-step text would be the same.
     exact = config.mode == "eval" or not active_dropout(first.backbone.model)
     texts = caches if exact else None
-    eval_dev = (
-        dev
-        if config.dev_eval_size is None
-        else dev.select(range(min(config.dev_eval_size, len(dev))))
-    )
+    eval_dev = data.head(dev, config.dev_eval_size)
     lengths, labels = first.text_lengths(train), np.asarray(list(train["label"]))
     runs = []
     for model, trained, seed in zip(models, trained_sets, seeds, strict=False):

@@ -130,12 +130,8 @@ class Workspace:
 
     def first(self, split: str, size: int | None) -> dict[str, Dataset]:
         """Each task's first ``size`` examples of a split (the whole split for None)."""
-        return {name: _head(task.split(split), size) for name, task in self.tasks.items()}
+        return {name: data.head(task.split(split), size) for name, task in self.tasks.items()}
 
     def mask(self, positions: predictivity.Positions) -> Bool[Tensor, " prompt"]:
         """The scored positions of this backbone's prompt layout (`predictivity.scored_mask`)."""
         return predictivity.scored_mask(self.prompts[self._names[0]][0], positions)
-
-
-def _head(split: Dataset, size: int | None) -> Dataset:
-    return split if size is None else split.select(range(min(size, len(split))))

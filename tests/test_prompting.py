@@ -256,7 +256,7 @@ def test_task_init_ends_with_the_hand_written_words_after_vocabulary_vectors() -
     tiny = models.tiny_backbone("llama")
     task = data.TaskData(data.task_spec("rotten_tomatoes"), _pairs(), _pairs(), _pairs(), "k")
     base = prompting.PromptConfig(length=6, init="task", max_text_tokens=8)
-    config = prompt_trials.prompt_config_for(task, base)
+    config = prompting.prompt_config_for(task, base)
     assert (config.init, config.init_text) == ("text", " Sentiment:")
     model = prompting.SoftPromptModel(tiny, config, seed=0)
     words = tiny.tokenizer(" Sentiment:", add_special_tokens=False)["input_ids"]
