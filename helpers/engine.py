@@ -22,20 +22,28 @@ a = f(x Kᵀ + b1)), §3.1 (activations at the prompt positions); the official c
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from datasets import Dataset
 from jaxtyping import Bool, Float, Int
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import DynamicCache
 
 from helpers.models import Backbone
+from helpers.store import artefact_key, versions
 
 if TYPE_CHECKING:
     from helpers.prompting import PromptBatch, SoftPromptModel
@@ -48,6 +56,21 @@ class EngineError(ValueError):
 def hook_count(model: nn.Module) -> int:
     """Return how many forward and pre-forward hooks are registered anywhere in a model."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def weights_digest(model: nn.Module) -> str:
+    """Return the sha256 of a model's parameters and buffers: names, dtypes, shapes, bytes.
+
+    What a text's keys and values depend on besides the text, read from the weights
+    themselves, so a pruned, rebuilt or re-initialised model never shares another's.
+    About half a second for SmolLM2-135M.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        flat = tensor.detach().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(memoryview(flat.view(torch.uint8).numpy()))
+    return digest.hexdigest()
 
 
 @contextmanager
@@ -247,17 +270,40 @@ class TextCaches:
     not stored: their batches run their text at every step, as without a cache.
     ``computed`` and ``reused`` count the texts run and the texts served from the cache;
     `report` gives them with the bytes held.
+
+    With a ``folder``, a split's evaluation batches outlive the process: the first
+    chapter that runs them writes their keys and values there as safetensors, and any
+    later chapter (or rerun) that asks for the same split on the same weights reads
+    them back instead of running the text (``loaded`` counts those texts). A file is
+    keyed by the weights' own digest (`weights_digest`), the backbone's name and dtype,
+    the attention implementation, the package versions, the texts, how they are cut
+    and joined, and the batch size; and it holds its batches' token ids and masks,
+    which must equal the ones tokenised now. Anything else (another tokenizer, a file
+    that does not match, a model with hooks on) runs the text; a model with hooks on
+    keeps nothing on disk. Files are written up to ``max_folder_bytes`` in all; a
+    damaged one is run anew and replaced.
     """
 
-    def __init__(self, max_bytes: int = 4 << 30) -> None:
+    def __init__(
+        self,
+        max_bytes: int = 4 << 30,
+        folder: str | os.PathLike[str] | None = None,
+        max_folder_bytes: int = 16 << 30,
+    ) -> None:
         if max_bytes < 0:
             raise EngineError(f"max_bytes must be >= 0, got {max_bytes}")
+        if max_folder_bytes < 0:
+            raise EngineError(f"max_folder_bytes must be >= 0, got {max_folder_bytes}")
         self.max_bytes = max_bytes
+        self.folder = None if folder is None else Path(folder)
+        self.max_folder_bytes = max_folder_bytes
         self._items: OrderedDict[tuple[object, ...], object] = OrderedDict()
         self._sizes: dict[tuple[object, ...], int] = {}
         self._full: set[tuple[object, ...]] = set()
         self.computed = 0
         self.reused = 0
+        self.loaded = 0
+        self.written = 0
 
     @property
     def nbytes(self) -> int:
@@ -273,7 +319,16 @@ class TextCaches:
             "splits_beyond_budget": len(self._full),
             "texts_computed": self.computed,
             "texts_reused": self.reused,
+            "texts_loaded": self.loaded,
+            "texts_written": self.written,
+            "folder_gb": self.folder_bytes() / 2**30,
         }
+
+    def folder_bytes(self) -> int:
+        """Bytes of the text states kept in ``folder`` (0 without one)."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        return sum(f.stat().st_size for f in self.folder.glob("*.safetensors"))
 
     @staticmethod
     def _bytes(entry: list[tuple[PromptBatch, DynamicCache | None]]) -> int:
@@ -316,13 +371,90 @@ class TextCaches:
             self.reused += len(data)
             return self._items[key]  # type: ignore[return-value]
         order = length_order(model.text_lengths(data))
-        entry = [
-            (batch, model.text_cache(batch) if model.prefix_cache else None)
-            for batch in model.batches(data, batch_size, order)
-        ]
-        self.computed += len(data)
+        batches = list(model.batches(data, batch_size, order))
+        file = self._file(model, data, batch_size)
+        entry = self._read(file, batches)
+        if entry is not None:
+            self.loaded += len(data)
+        else:
+            entry = [
+                (batch, model.text_cache(batch) if model.prefix_cache else None)
+                for batch in batches
+            ]
+            self.computed += len(data)
+            self._write(file, entry)
         self._keep(key, entry, self._bytes(entry))
         return entry
+
+    def _file(self, model: SoftPromptModel, data: Dataset, batch_size: int) -> Path | None:
+        """Where a split's evaluation batches are kept on disk; None where they are not."""
+        backbone = model.backbone.model
+        if self.folder is None or not model.prefix_cache or hook_count(backbone) > 0:
+            return None
+        texts = hashlib.sha256()
+        for column in ("text", "text_pair"):
+            if column in data.column_names:
+                texts.update(json.dumps(list(data[column])).encode())
+        config = {
+            "backbone": model.backbone.name,
+            "weights": weights_digest(backbone),
+            "dtype": str(backbone.get_input_embeddings().weight.dtype),
+            "attention": str(getattr(backbone.config, "_attn_implementation", None)),
+            "texts": texts.hexdigest(),
+            "max_text_tokens": model.config.max_text_tokens,
+            "separator": model.config.separator,
+            "batch_size": batch_size,
+            "versions": {k: v for k, v in versions().items() if k in ("torch", "transformers")},
+        }
+        return self.folder / f"{artefact_key('texts', config)}.safetensors"
+
+    def _read(
+        self, file: Path | None, batches: list[PromptBatch]
+    ) -> list[tuple[PromptBatch, DynamicCache | None]] | None:
+        """The stored caches of these batches, or None if there are none that fit them."""
+        if file is None or not file.exists():
+            return None
+        try:
+            tensors = load_file(file)
+        except (SafetensorError, OSError):
+            return None
+        entry = []
+        for i, batch in enumerate(batches):
+            ids, mask = tensors.get(f"{i}/input_ids"), tensors.get(f"{i}/attention_mask")
+            if ids is None or mask is None:
+                return None
+            if not (torch.equal(ids, batch.input_ids) and torch.equal(mask, batch.attention_mask)):
+                return None
+            layers, pairs = 0, []
+            while f"{i}/{layers}/keys" in tensors:
+                pairs.append((tensors[f"{i}/{layers}/keys"], tensors[f"{i}/{layers}/values"]))
+                layers += 1
+            entry.append((batch, DynamicCache(ddp_cache_data=pairs)))
+        return entry if f"{len(batches)}/input_ids" not in tensors else None
+
+    def _write(
+        self, file: Path | None, entry: list[tuple[PromptBatch, DynamicCache | None]]
+    ) -> None:
+        """Keep a split's caches on disk for later chapters, if the folder has room."""
+        if file is None or self._bytes(entry) + self.folder_bytes() > self.max_folder_bytes:
+            return
+        tensors = {}
+        for i, (batch, cache) in enumerate(entry):
+            tensors[f"{i}/input_ids"] = batch.input_ids.contiguous()
+            tensors[f"{i}/attention_mask"] = batch.attention_mask.contiguous()
+            for layer, states in enumerate(cache.layers if cache is not None else []):
+                tensors[f"{i}/{layer}/keys"] = states.keys.contiguous()
+                tensors[f"{i}/{layer}/values"] = states.values.contiguous()
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=file.parent, suffix=".part")
+        os.close(handle)
+        try:
+            save_file(tensors, temporary)
+            os.replace(temporary, file)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        self.written += sum(len(batch.labels) for batch, _ in entry)
 
     def batch_cache(
         self, model: SoftPromptModel, data: Dataset, batch: PromptBatch

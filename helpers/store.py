@@ -87,6 +87,11 @@ class ArtefactStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def texts(self) -> Path:
+        """The folder where `engine.TextCaches` keeps texts' keys and values for later chapters."""
+        return self.root / "texts"
+
     def key(self, stage: str, config: Mapping[str, Any], upstream: Sequence[str] = ()) -> str:
         """Return the key of a stage run with this config and these inputs."""
         return artefact_key(stage, config, upstream)

@@ -224,3 +224,77 @@ def test_run_trials_together_stores_what_one_at_a_time_stores(store, tmp_path) -
             prompting.SoftPromptModel(tiny, replace(config, length=2)),
         ]
         tuning.train_prompts(models_, _split(), _split(4), train, [0, 1], False)
+
+
+def _scores(model: prompting.SoftPromptModel, caches: engine.TextCaches, split: data.Dataset):
+    return [model(batch, cache) for batch, cache in caches.batches(model, split, 4)]
+
+
+def test_evaluation_texts_kept_on_disk_are_read_back_by_a_later_process(tmp_path) -> None:
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    split = _split()
+    first = engine.TextCaches(folder=tmp_path)
+    expected = _scores(model, first, split)
+    assert (first.computed, first.loaded, first.written) == (10, 0, 10)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1 and first.report()["folder_gb"] > 0
+    later = engine.TextCaches(folder=tmp_path)  # a new chapter: nothing in memory
+    got = _scores(model, later, split)
+    assert (later.computed, later.loaded, later.written) == (0, 10, 0)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_texts_on_disk_are_not_used_for_other_weights_texts_or_tokens(tmp_path) -> None:
+    tiny = models.tiny_backbone("llama")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8)
+    model = prompting.SoftPromptModel(tiny, config)
+    split = _split()
+    _scores(model, engine.TextCaches(folder=tmp_path), split)
+    changed = models.tiny_backbone("llama")
+    with torch.no_grad():
+        changed.model.get_input_embeddings().weight[5] += 1.0  # same name, other weights
+    edited = data.dataset(
+        [*list(split["text"])[:-1], "loved it a lot"], list(split["label"]), ("n", "p")
+    )
+    others = [
+        (prompting.SoftPromptModel(changed, config), split),
+        (model, edited),
+        (prompting.SoftPromptModel(tiny, replace(config, max_text_tokens=3)), split),
+    ]
+    for other, split_ in others:
+        caches = engine.TextCaches(folder=tmp_path)
+        got = _scores(other, caches, split_)
+        assert caches.loaded == 0 and caches.computed == 10
+        fresh = _scores(other, engine.TextCaches(), split_)
+        for a, b in zip(got, fresh, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1 + len(others)
+
+
+def test_texts_on_disk_respect_hooks_the_budget_and_a_damaged_file(tmp_path) -> None:
+    tiny = models.tiny_backbone("llama")
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    split = _split()
+    with engine.record_neurons(tiny):  # a model with hooks on keeps nothing on disk
+        _scores(model, engine.TextCaches(folder=tmp_path), split)
+    assert not list(tmp_path.glob("*"))
+    _scores(model, engine.TextCaches(folder=tmp_path, max_folder_bytes=1000), split)
+    assert not list(tmp_path.glob("*"))  # beyond the folder's budget
+    expected = _scores(model, engine.TextCaches(folder=tmp_path), split)
+    (file,) = tmp_path.glob("*.safetensors")
+    file.write_bytes(file.read_bytes()[:100])
+    caches = engine.TextCaches(folder=tmp_path)
+    got = _scores(model, caches, split)
+    assert caches.loaded == 0 and caches.computed == 10
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_the_weights_digest_changes_with_any_weight_and_only_then() -> None:
+    a, b = models.tiny_backbone("gpt2"), models.tiny_backbone("gpt2")
+    assert engine.weights_digest(a.model) == engine.weights_digest(b.model)
+    with torch.no_grad():
+        b.model.get_output_embeddings().weight[0, 0] += 1e-3
+    assert engine.weights_digest(a.model) != engine.weights_digest(b.model)
+    assert engine.weights_digest(a.model) != engine.weights_digest(a.model.double())
