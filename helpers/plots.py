@@ -251,6 +251,35 @@ def pruning_tradeoff(sweep: pd.DataFrame, ax: Axes | None = None) -> Figure:
     return fig
 
 
+def pruning_front(
+    front: pd.DataFrame, reference: Mapping[str, float], ax: Axes | None = None
+) -> Figure:
+    """Each task's candidate pruned models: test accuracy against measured speed-up,
+    after recovery (filled, joined) and with the prompt moved unchanged (hollow); the
+    point chosen on dev ringed, the paper's recipe crossed, and a dashed line at each
+    task's unpruned test accuracy (``reference``).
+
+    ``front`` has columns ``task``, ``speedup``, ``test_recovered``, ``test_fold_only``,
+    ``chosen`` and ``recipe`` (booleans).
+    """
+    fig, ax = _axes(ax)
+    for i, (task, rows) in enumerate(front.groupby("task", sort=False)):
+        rows, colour = rows.sort_values("speedup"), PALETTE[i % len(PALETTE)]
+        ax.plot(rows["speedup"], rows["test_recovered"], marker="o", color=colour, label=task)
+        ax.scatter(rows["speedup"], rows["test_fold_only"], facecolors="none", edgecolors=colour)
+        ax.axhline(reference[task], color=colour, linestyle="--", linewidth=0.8)
+        for flag, style in (("chosen", {"s": 220, "facecolors": "none"}), ("recipe", {"s": 90})):
+            marked = rows[rows[flag].astype(bool)]
+            marker = "o" if flag == "chosen" else "x"
+            ax.scatter(
+                marked["speedup"], marked["test_recovered"], marker=marker, color="black", **style
+            )
+    ax.set_xlabel("measured speed-up over the original (×)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(title="task")
+    return fig
+
+
 def similarity_heatmap(
     matrix: np.ndarray,
     names: Sequence[str],

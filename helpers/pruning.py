@@ -22,9 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from datasets import Dataset
 from jaxtyping import Bool, Float
+from scipy.stats import norm
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
@@ -33,7 +35,9 @@ from helpers import activations, engine, tables
 from helpers.checks import check_choice
 from helpers.data import TaskData
 from helpers.engine import TextCaches
+from helpers.ledger import paired_error
 from helpers.models import Backbone
+from helpers.perturbation import random_counterpart
 from helpers.prompt_trials import on_backbone, run_trial
 from helpers.prompting import SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
@@ -114,17 +118,42 @@ def position_means(
     model: SoftPromptModel, data: Dataset, batch_size: int = 16
 ) -> dict[str, Float[Tensor, "layer ffn"]]:
     """Each neuron's mean activation over the text positions (``text``) and over every
-    position the FFN runs at, text, soft prompt and template (``all``), weighted by token:
-    the full layout of every example of ``data``, padding left out."""
+    position the FFN runs at, text, soft prompt and template (``all``), weighted by token,
+    and its mean absolute activation over every position (``absolute``): the full layout
+    of every example of ``data``, padding left out."""
     sums: dict[str, Tensor] = {}
-    counts = {"text": 0, "all": 0}
+    counts = {"text": 0, "all": 0, "absolute": 0}
     for batch in model.batches(data, batch_size):
         stacked, real, text = engine.layout_neurons(model, batch)
-        for name, where in (("text", text), ("all", real)):
-            total = (stacked * where[:, None, :, None].to(stacked.dtype)).sum(dim=(0, 2))
+        for name, where in (("text", text), ("all", real), ("absolute", real)):
+            values = stacked.abs() if name == "absolute" else stacked
+            total = (values * where[:, None, :, None].to(stacked.dtype)).sum(dim=(0, 2))
             sums[name] = sums[name] + total if name in sums else total
             counts[name] += int(where.sum())
     return {name: sums[name] / counts[name] for name in sums}
+
+
+def output_norms(backbone: Backbone) -> Float[Tensor, "layer ffn"]:
+    """The L2 norm of each neuron's output weights (its column of the FFN output
+    projection, the vector ``V_i`` it writes into the residual stream)."""
+    norms = []
+    for site in backbone.neuron_sites():
+        weight = site.weight.detach()
+        norms.append(weight.norm(dim=0) if isinstance(site, nn.Linear) else weight.norm(dim=1))
+    return torch.stack(norms)
+
+
+def magnitude_scores(
+    model: SoftPromptModel, data: Dataset, batch_size: int = 16
+) -> Float[Tensor, "layer ffn"]:
+    """A task-agnostic importance of every neuron: its mean absolute activation over every
+    position of ``data`` times the norm of its output weights, the structured form of the
+    Wanda (|W| times the input norm) and FLAP (activation times weight) criteria, which
+    ask how much a neuron writes into the residual stream, not what it predicts.
+
+    Not in the paper: the generic criterion skill neurons are compared with at equal size.
+    """
+    return position_means(model, data, batch_size)["absolute"] * output_norms(model.backbone)
 
 
 def removed_constants(
@@ -506,3 +535,205 @@ def kept_fraction_rows(
         )
         del small
     return rows
+
+
+# ----------------------------------------------------------------------------------
+# A pruned model chosen on dev, and other criteria at equal size.
+
+
+def search_rows(
+    model: Backbone,
+    prompt: SoftPromptModel,
+    skill_for: Callable[[float], Bool[Tensor, "layer ffn"]],
+    baselines: Float[Tensor, "layer ffn"],
+    dev: Dataset,
+    fractions: Sequence[float],
+    layer_shares: Sequence[float],
+    seq_len: int,
+    batch_size: int = 32,
+) -> list[dict[str, float]]:
+    """Every candidate pruned model of a grid, the prompt moved onto it unchanged: its dev
+    accuracy (%), FLOP limit at ``seq_len`` and parameter share (%), fold only.
+
+    The grid: each kept fraction of ``fractions`` (the top skill neurons of each pruned
+    layer, ``skill_for(fraction)``) times each share of the layers pruned from the top of
+    ``layer_shares``. The cheap first stage of choosing a pruned model on dev; the front
+    of it (`pareto_front`) is then recovered and measured (`front_rows`).
+    """
+    rows = []
+    for fraction in tqdm(fractions, desc="kept fraction"):
+        skill = skill_for(fraction)
+        for share in layer_shares:
+            config = PruneConfig(fraction, share)
+            small = prune(model, kept_neurons(skill, config), baselines, name=f"{model.name}-s")
+            accuracy = on_backbone(prompt, small).evaluate(dev, batch_size).accuracy
+            rows.append(
+                {
+                    "kept_fraction": fraction,
+                    "layer_share": share,
+                    "pruned_layers": len(pruned_layers(model.n_layers, share)),
+                    "dev_accuracy": 100 * accuracy,
+                    "flop_limit": flops_per_token(model, seq_len) / flops_per_token(small, seq_len),
+                    "parameter_share": 100 * parameter_count(small) / parameter_count(model),
+                }
+            )
+            del small
+    return rows
+
+
+def pareto_front(
+    rows: Sequence[Mapping[str, float]], accuracy: str = "dev_accuracy", speed: str = "flop_limit"
+) -> list[dict[str, float]]:
+    """The rows that no other row beats on both ``speed`` and ``accuracy`` (higher is
+    better for both), fastest first; of rows equal on both, the first is kept."""
+    ordered = sorted(rows, key=lambda r: (-r[speed], -r[accuracy]))
+    front: list[dict[str, float]] = []
+    for row in ordered:
+        if not front or row[accuracy] > front[-1][accuracy]:
+            front.append(dict(row))
+    return front
+
+
+def front_rows(
+    model: Backbone,
+    prompt: SoftPromptModel,
+    artefact: Artefact,
+    task: TaskData,
+    front: Sequence[Mapping[str, float]],
+    skill_for: Callable[[float], Bool[Tensor, "layer ffn"]],
+    baselines: Float[Tensor, "layer ffn"],
+    constant: Constant,
+    train: TrainConfig,
+    store: ArtefactStore,
+    upstream: Sequence[str],
+    batch_size: int = 32,
+) -> tuple[list[dict[str, object]], dict[str, Backbone]]:
+    """Each front point recovered as the paper recovers its pruned model: the pruned
+    model stored (`pruned_model`), the prompt retrained on it from where it was (the
+    trial's seed, ``train``'s steps and early stopping), and its dev and test accuracy
+    (%) before and after. Also returns the pruned models, by point label, for timing; a
+    point listed twice (e.g. the paper's recipe on the front) is recovered once.
+
+    Args:
+        artefact: the prompt's own trial, whose seed the retraining keeps.
+        upstream: the keys ``skill_for`` and ``baselines`` come from (probes, prompt).
+    """
+    rows, models = [], {}
+    seed = artefact.json("config")["seed"]
+    for point in tqdm(front, desc="front"):
+        config = PruneConfig(point["kept_fraction"], point["layer_share"], constant)
+        label = f"{config.kept_fraction:g} of {point['pruned_layers']:g} layers"
+        if label in models:  # the same pruned model listed twice
+            continue
+        skill = skill_for(config.kept_fraction)
+        small, stored = pruned_model(model, skill, baselines, config, store, upstream)
+        again = run_trial(small, task, prompt.config, train, seed, store, False, None, artefact)
+        models[label] = small
+        rows.append(
+            {
+                "point": label,
+                **point,
+                "test_fold_only": 100 * on_backbone(prompt, small).evaluate(task.test).accuracy,
+                "dev_recovered": 100 * again.json("metrics")["dev_accuracy"],
+                "test_recovered": 100 * again.json("metrics")["test_accuracy"],
+                "pruned_key": stored.key,
+            }
+        )
+    return rows, models
+
+
+def chosen_point(
+    rows: Sequence[Mapping[str, object]], reference: float, max_drop: float
+) -> dict[str, object]:
+    """The point chosen on dev: the fastest (highest FLOP limit) whose recovered dev
+    accuracy is at most ``max_drop`` points below ``reference`` (the unpruned prompt's dev
+    accuracy on the same dev examples); if none is, the most accurate one on dev."""
+    within = [r for r in rows if float(r["dev_recovered"]) >= reference - max_drop]
+    if within:
+        return dict(max(within, key=lambda r: float(r["flop_limit"])))
+    return dict(max(rows, key=lambda r: float(r["dev_recovered"])))
+
+
+def criterion_neurons(
+    skill: Bool[Tensor, "layer ffn"],
+    magnitude: Float[Tensor, "layer ffn"],
+    draws: int,
+    seed: int = 0,
+) -> dict[str, Bool[Tensor, "layer ffn"]]:
+    """The neurons each criterion keeps, as many per layer as ``skill`` holds there:
+    ``skill``, the top ones by ``magnitude`` (`magnitude_scores`), and ``draws`` random
+    sets matched to ``skill`` layer by layer, named ``random 0``, ``random 1``, ..."""
+    top = torch.zeros_like(skill)
+    order = magnitude.argsort(dim=1, descending=True, stable=True)
+    for layer, count in enumerate(skill.sum(dim=1).tolist()):
+        top[layer, order[layer, :count]] = True
+    randoms = {f"random {i}": random_counterpart(skill, seed + i) for i in range(draws)}
+    return {"skill": skill, "magnitude": top, **randoms}
+
+
+def criteria_rows(
+    model: Backbone,
+    prompt: SoftPromptModel,
+    neurons: Mapping[str, Bool[Tensor, "layer ffn"]],
+    baselines: Float[Tensor, "layer ffn"],
+    split: Dataset,
+    config: PruneConfig,
+    batch_size: int = 32,
+) -> list[dict[str, object]]:
+    """Accuracy (%) of the prompt moved unchanged onto the model pruned with each
+    criterion's neurons (`criterion_neurons`), same layers and counts, with every
+    example's outcome (1 right, 0 wrong) for paired intervals."""
+    rows = []
+    for name, chosen in tqdm(neurons.items(), desc="criteria"):
+        small = prune(model, kept_neurons(chosen, config), baselines, name=f"{model.name}-c")
+        scored = on_backbone(prompt, small).evaluate(split, batch_size)
+        correct = (scored.labels == scored.predictions).astype(int)
+        rows.append(
+            {
+                "criterion": name.split(" ")[0],
+                "set": name,
+                "accuracy": 100 * float(correct.mean()),
+                "correct": correct.tolist(),
+            }
+        )
+        del small
+    return rows
+
+
+def criteria_comparison(
+    rows: Sequence[Mapping[str, object]], level: float = 0.95
+) -> list[dict[str, object]]:
+    """Skill neurons against each other criterion at equal size: the mean paired accuracy
+    difference (points, skill minus other) over the same examples with its ``level``
+    normal interval, the random criterion taken as the mean over its draws with their
+    spread added (`ledger.paired_error`). *better* / *worse*: the interval excludes 0 on
+    that side; else *undecided*."""
+    sets: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        sets.setdefault(str(row["criterion"]), []).append(np.asarray(row["correct"], float))
+    if "skill" not in sets:
+        raise PruningError(f"no skill-neuron row among the criteria {sorted(sets)}")
+    skill, z = 100 * sets["skill"][0], float(norm.ppf(0.5 + level / 2))
+    found = []
+    for name, outcomes in sets.items():
+        if name == "skill":
+            continue
+        other = 100 * np.mean(outcomes, axis=0)
+        draws = np.array([100 * o.mean() for o in outcomes]) if len(outcomes) > 1 else None
+        difference = skill - other
+        mean, error = float(difference.mean()), paired_error(difference, draws)
+        low, high = mean - z * error, mean + z * error
+        verdict = "better" if low > 0 else "worse" if high < 0 else "undecided"
+        found.append(
+            {
+                "criterion": name,
+                "sets": len(outcomes),
+                "skill": float(skill.mean()),
+                "other": float(other.mean()),
+                "difference": mean,
+                "low": low,
+                "high": high,
+                "skill neurons are": verdict,
+            }
+        )
+    return found

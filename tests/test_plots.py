@@ -50,3 +50,31 @@ def test_perturbation_curves_band_the_random_draws() -> None:
     assert np.allclose(random_line.get_ydata(), [90.0, 75.0])  # the mean of the draws, in %
     ys = [{round(float(v[1]), 6) for p in b.get_paths() for v in p.vertices} for b in bands]
     assert any({70.0, 80.0} <= y for y in ys)  # the draws' range at fraction 0.2
+
+
+def test_pruning_front_marks_the_chosen_point_and_the_recipe() -> None:
+    front = pd.DataFrame(
+        [
+            {
+                "task": "a",
+                "speedup": s,
+                "test_recovered": r,
+                "test_fold_only": f,
+                "chosen": c,
+                "recipe": p,
+            }
+            for s, r, f, c, p in [
+                (1.2, 80.0, 79.0, False, False),
+                (1.6, 78.0, 60.0, True, False),
+                (1.9, 55.0, 50.0, False, True),
+            ]
+        ]
+    )
+    fig = plots.pruning_front(front, {"a": 81.0})
+    ax = fig.axes[0]
+    (line,) = [line for line in ax.get_lines() if line.get_label() == "a"]
+    assert list(line.get_xdata()) == [1.2, 1.6, 1.9] and list(line.get_ydata()) == [80, 78, 55]
+    offsets = [c.get_offsets().tolist() for c in ax.collections]
+    assert [[1.6, 78.0]] in offsets and [[1.9, 55.0]] in offsets  # chosen, recipe
+    assert [[1.2, 79.0], [1.6, 60.0], [1.9, 50.0]] in offsets  # fold only
+    assert any(list(line.get_ydata()) == [81.0, 81.0] for line in ax.get_lines())

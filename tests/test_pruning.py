@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -251,3 +252,199 @@ def test_kept_fraction_rows_shrink_the_model_as_less_is_kept() -> None:
     assert rows[0]["parameter_share"] < 100 <= rows[1]["parameter_share"] < 101
     assert rows[0]["flop_limit"] > 1 and rows[1]["flop_limit"] == pytest.approx(1, abs=0.01)
     assert all(0 <= r["accuracy"] <= 100 and r["speedup"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_magnitude_scores_are_mean_absolute_activation_times_output_norm(kind: str) -> None:
+    from helpers import data, engine, prompting
+
+    model = prompting.SoftPromptModel(
+        models.tiny_backbone(kind), prompting.PromptConfig(length=3, max_text_tokens=8)
+    )
+    split = data.dataset(["a good movie", "the worst film of all", "it"], [1, 0, 1], ("n", "p"))
+    rows = []
+    for i in range(len(split)):  # one example at a time: no padding
+        layout = model.layout(next(model.batches(split.select([i]), 1)))
+        with engine.record_neurons(model.backbone) as recorded, torch.no_grad():
+            model.backbone.model.base_model(
+                inputs_embeds=layout.embeds, attention_mask=layout.attention_mask
+            )
+        rows.append(torch.stack([recorded[k][0] for k in range(model.backbone.n_layers)], dim=1))
+    mean_abs = torch.cat(rows).abs().mean(dim=0)
+    # What neuron i writes into the residual stream: the site's output for a unit input,
+    # minus its output for zero.
+    norms = torch.zeros_like(mean_abs)
+    with torch.no_grad():
+        for layer, site in enumerate(model.backbone.neuron_sites()):
+            units = torch.eye(model.backbone.ffn_width)
+            written = site(units) - site(torch.zeros(1, model.backbone.ffn_width))
+            norms[layer] = written.norm(dim=1)
+    torch.testing.assert_close(pruning.output_norms(model.backbone), norms, rtol=1e-5, atol=1e-6)
+    found = pruning.magnitude_scores(model, split, batch_size=2)
+    torch.testing.assert_close(found, mean_abs * norms, rtol=1e-4, atol=1e-6)
+
+
+def test_pareto_front_keeps_what_nothing_beats_on_speed_and_accuracy() -> None:
+    rows = [
+        {"flop_limit": 1.0, "dev_accuracy": 90.0},
+        {"flop_limit": 1.5, "dev_accuracy": 88.0},
+        {"flop_limit": 1.4, "dev_accuracy": 87.0},  # slower and worse than 1.5
+        {"flop_limit": 2.0, "dev_accuracy": 60.0},
+        {"flop_limit": 1.8, "dev_accuracy": 60.0},  # as accurate as a faster one
+    ]
+    front = pruning.pareto_front(rows)
+    assert [(r["flop_limit"], r["dev_accuracy"]) for r in front] == [
+        (2.0, 60.0),
+        (1.5, 88.0),
+        (1.0, 90.0),
+    ]
+
+
+def test_the_chosen_point_is_the_fastest_within_the_allowed_drop_on_dev() -> None:
+    rows = [
+        {"flop_limit": 2.0, "dev_recovered": 70.0},
+        {"flop_limit": 1.6, "dev_recovered": 78.0},
+        {"flop_limit": 1.2, "dev_recovered": 80.0},
+    ]
+    assert pruning.chosen_point(rows, 80.0, 3.0)["flop_limit"] == 1.6
+    assert pruning.chosen_point(rows, 80.0, 0.0)["flop_limit"] == 1.2
+    # none within the drop: the most accurate on dev
+    assert pruning.chosen_point(rows, 95.0, 3.0)["flop_limit"] == 1.2
+
+
+def test_criterion_neurons_keep_as_many_per_layer_as_the_skill_neurons() -> None:
+    skill = torch.zeros(3, 20, dtype=torch.bool)
+    skill[0, [1, 2]] = True
+    skill[2, [5, 6, 7]] = True
+    magnitude = torch.arange(60, dtype=torch.float).reshape(3, 20)
+    found = pruning.criterion_neurons(skill, magnitude, draws=2, seed=4)
+    assert list(found) == ["skill", "magnitude", "random 0", "random 1"]
+    for chosen in found.values():
+        assert chosen.sum(dim=1).tolist() == [2, 0, 3]
+    assert found["magnitude"][0].nonzero().flatten().tolist() == [18, 19]
+    assert found["magnitude"][2].nonzero().flatten().tolist() == [17, 18, 19]
+    assert not torch.equal(found["random 0"], found["random 1"])
+    again = pruning.criterion_neurons(skill, magnitude, draws=2, seed=4)
+    assert torch.equal(again["random 1"], found["random 1"])
+
+
+def test_criteria_comparison_pairs_the_outcomes_of_the_same_examples() -> None:
+    skill = [1, 1, 1, 1, 0, 1, 1, 1]
+    rows = [
+        {"criterion": "skill", "correct": skill},
+        {"criterion": "magnitude", "correct": [0, 1, 0, 1, 0, 0, 1, 0]},
+        {"criterion": "random", "correct": [1, 1, 1, 1, 0, 1, 1, 1]},
+        {"criterion": "random", "correct": [1, 1, 1, 1, 0, 1, 1, 1]},
+    ]
+    found = {r["criterion"]: r for r in pruning.criteria_comparison(rows)}
+    difference = 100 * (np.array(skill) - np.array([0, 1, 0, 1, 0, 0, 1, 0]))
+    error = difference.std(ddof=1) / np.sqrt(len(difference))
+    assert found["magnitude"]["difference"] == pytest.approx(difference.mean())
+    assert found["magnitude"]["low"] == pytest.approx(difference.mean() - 1.959964 * error)
+    assert found["magnitude"]["skill neurons are"] == "better"
+    # identical outcomes: no difference and no spread, so no side is excluded
+    assert found["random"]["sets"] == 2 and found["random"]["difference"] == 0
+    assert found["random"]["skill neurons are"] == "undecided"
+    with pytest.raises(ValueError, match="no skill-neuron row"):
+        pruning.criteria_comparison(rows[1:])
+
+
+def test_criteria_rows_score_each_criterion_as_its_own_pruned_model() -> None:
+    model, task = _prompt_and_task()
+    skill = predictivity.select(torch.rand(2, model.backbone.ffn_width), fraction=0.25)
+    magnitude = torch.rand(2, model.backbone.ffn_width)
+    neurons = pruning.criterion_neurons(skill, magnitude, draws=1)
+    config = pruning.PruneConfig(0.25, 0.5)
+    baselines = torch.zeros(2, model.backbone.ffn_width)
+    rows = pruning.criteria_rows(model.backbone, model, neurons, baselines, task.test, config, 4)
+    assert [r["set"] for r in rows] == ["skill", "magnitude", "random 0"]
+    small = pruning.prune(
+        model.backbone, pruning.kept_neurons(neurons["magnitude"], config), baselines
+    )
+    expected = prompt_trials.on_backbone(model, small).evaluate(task.test, 4)
+    assert rows[1]["correct"] == (expected.labels == expected.predictions).astype(int).tolist()
+    assert rows[1]["accuracy"] == pytest.approx(100 * expected.accuracy)
+
+
+def test_search_rows_cover_the_grid_and_nothing_pruned_is_the_prompt_itself() -> None:
+    model, task = _prompt_and_task()
+    scores = torch.rand(model.backbone.n_layers, model.backbone.ffn_width)
+    rows = pruning.search_rows(
+        model.backbone,
+        model,
+        lambda f: predictivity.select(scores, fraction=f),
+        torch.zeros_like(scores),
+        task.dev,
+        [0.25, 0.5],
+        [0.0, 0.5, 1.0],
+        8,
+        4,
+    )
+    assert [(r["kept_fraction"], r["pruned_layers"]) for r in rows] == [
+        (0.25, 0),
+        (0.25, 1),
+        (0.25, 2),
+        (0.5, 0),
+        (0.5, 1),
+        (0.5, 2),
+    ]
+    unpruned = 100 * model.evaluate(task.dev, 4).accuracy
+    assert rows[0]["dev_accuracy"] == pytest.approx(unpruned) and rows[0]["flop_limit"] == 1
+    assert (
+        rows[1]["flop_limit"] < rows[2]["flop_limit"]
+        and rows[4]["flop_limit"] < rows[1]["flop_limit"]
+    )
+
+
+def test_front_rows_retrain_each_point_on_its_stored_pruned_model(store) -> None:
+    model, task = _prompt_and_task()
+    train = tuning.TrainConfig(max_steps=2, eval_every=1, batch_size=3, learning_rate=0.1)
+    artefact = prompt_trials.run_trial(model.backbone, task, model.config, train, 4, store, False)
+    prompt = prompt_trials.load_prompt(artefact, model.backbone)
+    scores = torch.rand(model.backbone.n_layers, model.backbone.ffn_width)
+    skill_for = lambda f: predictivity.select(scores, fraction=f)  # noqa: E731
+    front = [{"kept_fraction": 0.25, "layer_share": 0.5, "pruned_layers": 1, "flop_limit": 1.2}] * 2
+    baselines = torch.zeros_like(scores)
+    rows, built = pruning.front_rows(
+        model.backbone,
+        prompt,
+        artefact,
+        task,
+        front,
+        skill_for,
+        baselines,
+        "text",
+        train,
+        store,
+        [artefact.key],
+        4,
+    )
+    (row,) = rows
+    assert row["point"] == "0.25 of 1 layers" and list(built) == [row["point"]]
+    stored = store.load("pruned", row["pruned_key"])
+    assert stored.meta["config"]["prune"]["constant"] == "text"
+    retrained = [a for a in store.root.joinpath("prompts").iterdir() if a.name != artefact.key]
+    assert len(retrained) == 1
+    again = store.load("prompts", retrained[0].name)
+    assert again.meta["upstream"][-1] == artefact.key
+    assert row["dev_recovered"] == pytest.approx(100 * again.json("metrics")["dev_accuracy"])
+    assert row["test_recovered"] == pytest.approx(100 * again.json("metrics")["test_accuracy"])
+
+
+def test_a_pruned_model_of_different_widths_per_layer_reloads_from_its_safetensors(store) -> None:
+    tiny = models.tiny_backbone("llama")
+    skill = torch.zeros(tiny.n_layers, tiny.ffn_width, dtype=torch.bool)
+    skill[0, :3] = True
+    skill[1, :7] = True  # global selection can put more skill neurons in one layer
+    config = pruning.PruneConfig(kept_fraction=1 / tiny.ffn_width, layer_share=1.0)
+    baselines = torch.randn(tiny.n_layers, tiny.ffn_width)
+    first, artefact = pruning.pruned_model(tiny, skill, baselines, config, store)
+    widths = [site.weight.shape[1] for site in first.neuron_sites()]
+    assert widths == [3, 7]
+    assert any(k.endswith(".safetensors") for k in [p.name for p in artefact.path.iterdir()])
+    again = pruning.load_pruned(store.load("pruned", artefact.key), tiny)
+    assert [site.weight.shape[1] for site in again.neuron_sites()] == [3, 7]
+    ids = _ids(tiny)
+    torch.testing.assert_close(
+        again.model(input_ids=ids).logits, first.model(input_ids=ids).logits, rtol=0, atol=0
+    )
