@@ -438,6 +438,26 @@ def _tab4_accuracy(results: Results) -> Effect:
     return Effect(units, -3.0, paper_gap, "points", errors if len(errors) == len(units) else None)
 
 
+def _chosen_accuracy(results: Results) -> Effect:
+    sizes = _test_sizes(results)
+    units, errors = {}, {}
+    for row in results["05_pruning"]["chosen"]:
+        task, after, before = str(row["task"]), row["test_recovered"], row["unpruned_test"]
+        units[task] = after - before
+        if task in sizes:
+            errors[task] = 100 * binomial_error([after / 100, before / 100], sizes[task])
+    paper_gap = _mean([after[0] - before[0] for before, after, _ in paper.TABLE4.values()])
+    return Effect(units, -3.0, paper_gap, "points", errors if len(errors) == len(units) else None)
+
+
+def _criteria(results: Results) -> Effect:
+    rows = [r for r in results["05_pruning"]["criteria"] if r["criterion"] == "magnitude"]
+    z = stats.norm.ppf((1 + LEVEL) / 2)  # the comparison's own 95% normal interval
+    units = {str(r["task"]): float(r["difference"]) for r in rows}
+    errors = {str(r["task"]): (r["high"] - r["low"]) / (2 * z) for r in rows}
+    return Effect(units, 0.0, None, "points", errors)
+
+
 def _tab4_speed(results: Results) -> Effect:
     units = {r["task"]: r[tables.SPEED_UP] for r in results["05_pruning"]["table4"]}
     return Effect(units, 1.0, _mean([v[2] for v in paper.TABLE4.values()]), "×")
@@ -551,6 +571,28 @@ CLAIMS: tuple[Claim, ...] = (
         "05_pruning",
         "speed",
         _tab4_speed,
+    ),
+    Claim(
+        "§6.1, Tab. 4 (size chosen on dev)",
+        "Skill neurons alone keep accuracy at a pruned size chosen on dev, after prompt "
+        "retraining.",
+        "test accuracy of the pruned model chosen on dev, after prompt retraining, minus the "
+        "unpruned prompt's, per search task",
+        "null: 3 points lower (the margin of 'keeps accuracy')",
+        "05_pruning",
+        "a-pruned-model-chosen-on-dev",
+        _chosen_accuracy,
+    ),
+    Claim(
+        "not in the paper (§6.1)",
+        "At equal size, skill neurons are a better thing to keep than the neurons of largest "
+        "magnitude.",
+        "test accuracy with the skill neurons kept minus with the magnitude criterion's "
+        "(fold only, at the chosen point's layers and size), per search task",
+        "null: no difference; the paper gives no number",
+        "05_pruning",
+        "skill-neurons-against-other-criteria-at-equal-size",
+        _criteria,
     ),
     Claim(
         "§6.2",

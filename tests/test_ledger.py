@@ -81,6 +81,21 @@ def _results() -> dict[str, dict]:
                     "speed-up": 1.7,
                 },
             ],
+            "chosen": [
+                {"task": "a", "test_recovered": 79.0, "unpruned_test": 80.0},
+                {"task": "b", "test_recovered": 86.0, "unpruned_test": 90.0},
+            ],
+            "criteria": [
+                {"task": "a", "criterion": "magnitude", "difference": 4.0, "low": 2.0, "high": 6.0},
+                {"task": "a", "criterion": "random", "difference": 9.0, "low": 1.0, "high": 17.0},
+                {
+                    "task": "b",
+                    "criterion": "magnitude",
+                    "difference": 2.0,
+                    "low": -1.0,
+                    "high": 5.0,
+                },
+            ],
         },
         "06_transferability": {
             "tasks": ["a", "b", "c"],
@@ -254,6 +269,19 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     assert speed["estimate"] == pytest.approx(1.8) and speed["verdict"] == "holds"
     kept = [r for r in rows if r["claim"].startswith("Pruning all but")][0]
     assert kept["estimate"] == pytest.approx(-2 / 3) and kept["verdict"] == "holds"
+    chosen = by_source[("05_pruning", "§6.1, Tab. 4 (size chosen on dev)")]
+    errors = [100 * math.sqrt((0.79 * 0.21 + 0.8 * 0.2) / 5000)]
+    errors.append(100 * math.sqrt((0.86 * 0.14 + 0.9 * 0.1) / 5000))
+    half = stats.norm.ppf(0.975) * math.sqrt(sum(e**2 for e in errors)) / 2
+    assert chosen["estimate"] == pytest.approx(-2.5) and chosen["null"] == -3.0
+    assert (chosen["low"], chosen["high"]) == pytest.approx((-2.5 - half, -2.5 + half))
+    assert chosen["verdict"] == "undecided"  # -2.5 +- 0.9: neither above -3 nor below the paper
+    criteria = by_source[("05_pruning", "not in the paper (§6.1)")]
+    # magnitude rows only; each interval's half-width back to its standard error
+    half = math.sqrt((2 / stats.norm.ppf(0.975)) ** 2 + (3 / stats.norm.ppf(0.975)) ** 2)
+    half *= stats.norm.ppf(0.975) / 2
+    assert criteria["units"] == 2 and criteria["estimate"] == pytest.approx(3.0)
+    assert criteria["low"] == pytest.approx(3.0 - half) and criteria["verdict"] == "holds"
     transfer = by_source[("06_transferability", "§6.2")]
     assert transfer["estimate"] == pytest.approx(-0.7 / 3) and transfer["verdict"] == "fails"
     assert {r["verdict"] for r in rows if r["where"].startswith("03_")} == {"not run"}
