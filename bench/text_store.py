@@ -1,12 +1,14 @@
 """Benchmark: keep a split's text states on disk for the next chapter, or recompute them?
 
 Each chapter that evaluates or probes a task runs its dev and test texts once
-(`engine.TextCaches`). A later chapter could instead load them from the artefact store.
-This times, side by side in one process, (a) running a split's texts as the engine does
-(evaluation batches, shortest first), (b) writing the same keys and values as
-safetensors and (c) reading them back; it prints the ratio (b + c) / a, the bytes per
-text token and the file size. Reads come from the page cache when the file was just
-written, so (c) is a lower bound of a read by a later process.
+(`engine.TextCaches`); with a folder (the store's ``texts``), the first chapter writes
+them and later chapters read them back. This times, side by side in one process, the
+three things `TextCaches.batches` does for one split: (a) run the texts (no folder),
+(b) run them and write them to a folder (the first chapter), (c) read them back in a
+fresh `TextCaches` (every later chapter; the weights' digest is included). It checks
+that (c) serves the same caches as (a), then prints the ratios (b) / (a) and (c) / (a),
+the file size and the bytes per text token. Reads come from the page cache when the
+file was just written, so (c) is a lower bound of a read by a later process.
 
     python bench/text_store.py --task amazon --examples 300 --repeats 3
 """
@@ -19,10 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from helpers import data, engine, models, prompting
-from helpers.runner import bench_parser
+from helpers.runner import bench_parser, processor
 
 
 def main() -> None:
@@ -34,38 +35,36 @@ def main() -> None:
     task = data.load_task(args.task, data.SplitSizes(2, args.examples, 2))
     config = prompting.prompt_config_for(task, prompting.PromptConfig(length=8))
     model = prompting.SoftPromptModel(backbone, config)
-    times: dict[str, list[float]] = {"run texts": [], "write": [], "read": []}
+    times: dict[str, list[float]] = {"run texts": [], "run and write": [], "read back": []}
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "texts.safetensors"
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             start = time.perf_counter()
-            entry = engine.TextCaches().batches(model, task.dev, args.batch_size)
+            computed = engine.TextCaches().batches(model, task.dev, args.batch_size)
             times["run texts"].append(time.perf_counter() - start)
-            tensors = {
-                f"{i}/{layer}/{part}": getattr(cache.layers[layer], part).contiguous()
-                for i, (_, cache) in enumerate(entry)
-                for layer in range(len(cache.layers))
-                for part in ("keys", "values")
-            }
+            here = Path(folder) / str(repeat)
             start = time.perf_counter()
-            save_file(tensors, path)
-            times["write"].append(time.perf_counter() - start)
+            engine.TextCaches(folder=here).batches(model, task.dev, args.batch_size)
+            times["run and write"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            loaded = load_file(path)
-            times["read"].append(time.perf_counter() - start)
-            assert all(torch.equal(loaded[k], v) for k, v in tensors.items())
-        size = path.stat().st_size
-    tokens = sum(int(batch.attention_mask.sum()) for batch, _ in entry)
+            reader = engine.TextCaches(folder=here)
+            loaded = reader.batches(model, task.dev, args.batch_size)
+            times["read back"].append(time.perf_counter() - start)
+            assert reader.loaded == len(task.dev) and reader.computed == 0
+            for (_, a), (_, b) in zip(computed, loaded, strict=True):
+                assert all(
+                    torch.equal(x.keys, y.keys) for x, y in zip(a.layers, b.layers, strict=True)
+                )
+        size = reader.folder_bytes()
+    tokens = sum(int(batch.attention_mask.sum()) for batch, _ in computed)
     median = {name: statistics.median(values) for name, values in times.items()}
     print(
         f"{args.backbone}, {args.task} dev, {args.examples} examples, {tokens} text tokens, "
         f"{size / 2**20:.0f} MiB ({size / tokens / 1024:.1f} KiB per token, padding "
-        f"included), {torch.get_num_threads()} threads, median of {args.repeats}"
+        f"included), {torch.get_num_threads()} threads, {processor()}, "
+        f"median of {args.repeats}"
     )
     for name, seconds in median.items():
-        print(f"{name:10s} {seconds:7.2f} s")
-    ratio = (median["write"] + median["read"]) / median["run texts"]
-    print(f"(write + read) / run texts = {ratio:.3f}x")
+        print(f"{name:14s} {seconds:7.2f} s  {seconds / median['run texts']:.3f}x")
 
 
 if __name__ == "__main__":

@@ -104,6 +104,12 @@ class TaskSpec:
         """The words the hard template puts after the text (e.g. `` Sentiment:``)."""
         return self.template[self.template.rindex("}") + 1 :]
 
+    def words_style(self, style: VerbalizerStyle = "shared") -> VerbalizerStyle:
+        """The style this task's label words come in when ``style`` is asked for: the
+        shared words exist for two and three classes, so a task with more classes uses
+        its natural words instead (`label_words` with ``shared`` refuses it)."""
+        return "natural" if style == "shared" and self.n_classes not in SHARED_WORDS else style
+
     def label_words(self, style: VerbalizerStyle = "shared") -> tuple[str, ...]:
         """Return the verbalizer words for this task.
 
@@ -873,6 +879,23 @@ def subtask_rows(
     rng = np.random.default_rng(stable_seed("subtask", kind, seed))
     chosen = _draw(mapped, np.arange(len(keep)), None, True, rng)
     return keep[chosen], mapped[chosen], sub_names
+
+
+def one_vs_rest_rows(data: Dataset, label: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Return which rows of a split form the binary view "class ``label`` vs the rest", and
+    their labels (1 for the class), balanced by down-sampling the rest to the class count.
+
+    The views of a multi-class task without the paper's subtasks (three classes with one
+    named ``neutral``): four or more classes, or three others. Not in the paper, which
+    has no such task; it generalises ``neu`` (neutral vs the rest) to every class.
+    """
+    labels = np.asarray(data["label"])
+    if not 0 <= label < len(data.features["label"].names):
+        raise SplitError(f"label {label} is not a class of this split")
+    mapped = (labels == label).astype(int)
+    rng = np.random.default_rng(stable_seed("one_vs_rest", label, seed))
+    chosen = _draw(mapped, np.arange(len(labels)), None, True, rng)
+    return chosen, mapped[chosen]
 
 
 def binary_subtask(data: Dataset, kind: Subtask, seed: int = 0) -> Dataset:

@@ -223,13 +223,21 @@ Views = dict[str, tuple[Tensor, Tensor]]  # view name -> (rows of the split, 0/1
 
 def binary_views(data_: Dataset, n_classes: int) -> Views:
     """The binary (sub)tasks a split is scored on, as rows of the split with 0/1 labels:
-    the split itself (``binary``), or its ``pn`` and ``neu`` subtasks (§3.2)."""
+    the split itself (``binary``); for three classes of which one is ``neutral``, the
+    paper's ``pn`` and ``neu`` subtasks (§3.2); for any other task, one view per class,
+    that class against the rest (``<class>_vs_rest``, `data.one_vs_rest_rows`)."""
     if n_classes == 2:
         return {"binary": (torch.arange(len(data_)), torch.tensor(list(data_["label"])))}
+    names = list(data_.features["label"].names)
     views = {}
-    for kind in ("pn", "neu"):
-        rows, labels, _ = data.subtask_rows(data_, kind)
-        views[kind] = (torch.as_tensor(rows), torch.as_tensor(labels))
+    if n_classes == 3 and "neutral" in names:
+        for kind in ("pn", "neu"):
+            rows, labels, _ = data.subtask_rows(data_, kind)
+            views[kind] = (torch.as_tensor(rows), torch.as_tensor(labels))
+        return views
+    for label, name in enumerate(names):
+        rows, labels = data.one_vs_rest_rows(data_, label)
+        views[f"{name}_vs_rest"] = (torch.as_tensor(rows), torch.as_tensor(labels))
     return views
 
 

@@ -326,14 +326,17 @@ def accuracy_table(
 ) -> pd.DataFrame:
     """Tab. 1 (first column) form: per task, zero-shot and prompt-tuning test accuracy (%).
 
-    Prompt tuning is mean ± std over trials; zero-shot uses the same (shared) label words.
+    Prompt tuning is mean ± std over trials; zero-shot uses the same label words: the
+    shared ones, or the natural ones for a task the shared words do not cover.
     The paper's prompt-tuning accuracy on the task this one stands in for is shown beside,
     from `helpers.paper` (roberta-base, other data: a reference, not a target).
     """
     frame = pd.DataFrame(list(trials))
-    shots = {
+    natural = {row["task"]: row["accuracy"] for row in zero_shot if row.get("words") == "natural"}
+    shared = {
         row["task"]: row["accuracy"] for row in zero_shot if row.get("words", "shared") == "shared"
     }
+    shots = natural | shared
     rows = []
     for task, group in frame.groupby("task", sort=False):
         paper_mean, paper_std = paper.TABLE1_PROMPT.get(paper.analogue(str(task)), (np.nan, np.nan))

@@ -11,6 +11,7 @@ Paper: §2.1 (prompt tuning, eq. 1), App. B (the prompt's length and initialisat
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -406,8 +407,20 @@ def hand_written_config(backbone: Backbone, text: str, base: PromptConfig) -> Pr
 def prompt_config_for(
     task: TaskData, base: PromptConfig, words: Literal["shared", "natural"] = "shared"
 ) -> PromptConfig:
-    """Return ``base`` with the task's label words, and its hand-written words for ``task`` init."""
-    config = replace(base, label_words=task.spec.label_words(words))
+    """Return ``base`` with the task's label words, and its hand-written words for ``task`` init.
+
+    A task whose classes the shared words do not cover (more than three) gets its natural
+    words, with a warning that says so (`data.TaskSpec.words_style`).
+    """
+    style = task.spec.words_style(words)
+    if style != words:
+        warnings.warn(
+            f"task {task.spec.name!r} has {task.spec.n_classes} classes and the shared label "
+            f"words cover two or three: it uses its natural words "
+            f"{'/'.join(task.spec.label_words(style))}",
+            stacklevel=2,
+        )
+    config = replace(base, label_words=task.spec.label_words(style))
     if config.init == "task":
         config = replace(config, init="text", init_text=task.spec.hand_prompt)
     return config

@@ -47,13 +47,16 @@ def transfer_accuracy(
     The prompt is read through the *target's* label words. Where the target has more
     classes than the source (a binary prompt on a three-class task), the extra words'
     logits were never trained by the source: that is part of what transfer measures, as
-    in the paper, where all tasks share the label words. ``size`` keeps the first that
-    many test examples (None: all).
+    in the paper, where all tasks share the label words (a target with more than three
+    classes is read through its natural words, as its own prompts are). ``size`` keeps
+    the first that many test examples (None: all).
 
     Paper: §6.2 ("zero-shot transferability").
     """
     test = data.head(target.test, size)
-    reader = on_backbone(source, source.backbone, label_words=target.spec.label_words(words))
+    reader = on_backbone(
+        source, source.backbone, label_words=target.spec.label_words(target.spec.words_style(words))
+    )
     return reader.evaluate(test, batch_size, caches=caches).accuracy
 
 

@@ -185,14 +185,15 @@ def zero_shot_table(
 ) -> list[dict[str, object]]:
     """Zero-shot accuracy of each task's hard prompt, with shared and natural label words.
 
-    The shared words (negative/positive/neutral) are the paper's verbalizer for every task;
-    natural words name the classes and are evaluated where they differ.
+    The shared words (negative/positive/neutral) are the paper's verbalizer for every task
+    of two or three classes; natural words name the classes and are evaluated where they
+    differ, and alone for a task with more classes (`data.TaskSpec.words_style`).
     """
     rows = []
     for task in tasks:
-        styles = ["shared"] + (
-            ["natural"] if task.spec.label_words("natural") != task.spec.label_words() else []
-        )
+        natural = task.spec.label_words("natural")
+        shared = task.spec.label_words() if task.spec.words_style() == "shared" else None
+        styles = (["shared"] if shared else []) + (["natural"] if natural != shared else [])
         verbalizers = {style: task.spec.label_words(style) for style in styles}  # type: ignore[arg-type]
         results = zero_shot_verbalizers(
             backbone,

@@ -282,3 +282,37 @@ def test_binary_subtask_fingerprint_is_stable_for_the_same_split() -> None:
     first, second = data.binary_subtask(split, "pn"), data.binary_subtask(split, "pn")
     assert first._fingerprint == second._fingerprint
     assert first._fingerprint != data.binary_subtask(split, "neu")._fingerprint
+
+
+def test_one_vs_rest_rows_balance_the_class_against_the_rest() -> None:
+    labels = [0] * 5 + [1] * 3 + [2] * 12
+    split = data.dataset([f"t{i}" for i in range(20)], labels, ("a", "b", "c"))
+    rows, binary = data.one_vs_rest_rows(split, 1)
+    assert sorted(rows[binary == 1].tolist()) == [5, 6, 7]  # every example of the class
+    assert int((binary == 0).sum()) == 3  # the rest cut to the class count
+    assert all(labels[r] != 1 for r in rows[binary == 0])
+    again, _ = data.one_vs_rest_rows(split, 1)
+    assert again.tolist() == rows.tolist()
+    with pytest.raises(ValueError, match="label 3 is not a class"):
+        data.one_vs_rest_rows(split, 3)
+
+
+def test_a_task_beyond_three_classes_uses_its_natural_words_and_says_so() -> None:
+    from dataclasses import replace
+
+    from helpers import prompting
+
+    four = replace(
+        data.task_spec("bbc"),
+        label_names=("a", "b", "c", "d"),
+        natural_words=("business", "sport", "film", "market"),
+    )
+    assert four.words_style("shared") == "natural" and four.words_style("natural") == "natural"
+    assert data.task_spec("snli").words_style("shared") == "shared"
+    with pytest.raises(ValueError, match="shared label words exist for"):
+        four.label_words("shared")
+    split = data.dataset(["x"] * 4, [0, 1, 2, 3], four.label_names)
+    task = data.TaskData(four, split, split, split, "k")
+    with pytest.warns(UserWarning, match="uses its natural words business/sport/film/market"):
+        config = prompting.prompt_config_for(task, prompting.PromptConfig(length=2))
+    assert config.label_words == ("business", "sport", "film", "market")

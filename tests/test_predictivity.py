@@ -347,3 +347,46 @@ def test_control_accuracies_give_each_untuned_control_its_top_neuron(store) -> N
     )  # the same probe as the helper made: without permutations
     expected = predictivity.top_accuracy([probe], [untuned["random model"]], task.train, task.test)
     assert found["random model"] == pytest.approx(100 * expected[0])
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (("negative", "neutral", "positive"), ["pn", "neu"]),  # the paper's subtasks
+        (("0", "1", "2"), ["0_vs_rest", "1_vs_rest", "2_vs_rest"]),  # no class named neutral
+        (("a", "b", "c", "d"), ["a_vs_rest", "b_vs_rest", "c_vs_rest", "d_vs_rest"]),
+    ],
+)
+def test_multi_class_splits_are_scored_on_binary_views(names, expected) -> None:
+    from helpers import data
+
+    labels = [i % len(names) for i in range(8 * len(names))]
+    split = data.dataset([f"text {i}" for i in range(len(labels))], labels, names)
+    views = predictivity.binary_views(split, len(names))
+    assert list(views) == expected
+    for view, (rows, binary) in views.items():
+        assert set(binary.tolist()) == {0, 1} and int(binary.sum()) * 2 == len(binary)  # balanced
+        if view.endswith("_vs_rest"):
+            label = names.index(view.removesuffix("_vs_rest"))
+            chosen = torch.tensor(labels)[rows]
+            assert torch.equal(binary, (chosen == label).long())
+
+
+def test_a_four_class_task_gets_its_own_views_through_the_probe(store) -> None:
+    from dataclasses import replace
+
+    from helpers import data, models, prompting
+
+    tiny = models.tiny_backbone("llama")
+    names = ("business", "sport", "film", "market")
+    texts = [f"{w} {'very ' * (i % 3)}good" for i, w in enumerate(["team match"] * 80)]
+    split = data.dataset(texts, [i % 4 for i in range(80)], names)
+    spec = replace(data.task_spec("bbc"), label_names=names, natural_words=names)
+    task = data.TaskData(spec, split.select(range(40)), split, split, "four")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8, label_words=names)
+    model = prompting.SoftPromptModel(tiny, config)
+    probe_config = predictivity.ProbeConfig(baseline_size=20, permutations=2, batch_size=16)
+    artefact = predictivity.probe(model, task, probe_config, store, {"seed": 0})
+    assert predictivity.views(artefact) == [f"{n}_vs_rest" for n in names]
+    skill = predictivity.skill_neurons([artefact], count=8)
+    assert skill.sum(dim=1).tolist() == [8, 8]  # two from each of the four views, per layer

@@ -83,6 +83,21 @@ def test_truncate_keeps_the_first_tokens() -> None:
     assert zeroshot.truncate(tokenizer, "a good movie", 10) == "a good movie"
 
 
+def test_zero_shot_of_a_four_class_task_uses_its_natural_words_only() -> None:
+    from dataclasses import replace
+
+    names = ("business", "sport", "market", "bank")
+    spec = replace(data.task_spec("bbc"), label_names=names, natural_words=names)
+    split = data.dataset(["team match", "the market", "a goal", "bank profit"], [1, 2, 1, 3], names)
+    rows = zeroshot.zero_shot_table(
+        models.tiny_backbone("llama"), [data.TaskData(spec, split, split, split, "k")], "test"
+    )
+    assert [(r["words"], r["label_words"]) for r in rows] == [
+        ("natural", "business/sport/market/bank")
+    ]
+    assert rows[0]["chance"] == 25.0
+
+
 @pytest.mark.slow
 def test_embedded_backbone_zero_shot_beats_chance_on_sentiment(store) -> None:
     backbone = models.load_backbone("smollm2-135m")

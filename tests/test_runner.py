@@ -256,22 +256,22 @@ def test_paper_profile_runs_end_to_end_on_hub_standins(
 
 def _own_files(folder: Path) -> list[str]:
     """Four task files of one's own over two types: two of single texts (sentiment) and
-    two of text pairs (inference), with integer labels in one file of each type."""
+    two of text pairs (inference), with integer labels in one file of each type. The
+    integer-labelled ones have four classes (beyond the shared label words) and three
+    (none named "neutral", so no paper subtasks: one view per class)."""
     import csv
     import random
 
     rng = random.Random(0)
     words = {0: "bad awful boring hated worst", 1: "good great fun loved best"}
+    four = words | {2: "team match goal win", 3: "market bank profit price"}
     pair_words = {0: "yes sits runs", 1: "maybe outside inside", 2: "no not sleeps"}
-    # Integer labels name their classes "0", "1": a three-class task needs a class named
-    # "neutral" for its binary subtasks (chapter 02), so the integer pair file is binary.
-    binary_pairs = {0: "yes sits runs", 1: "no not sleeps"}
     files = []
     for name, table, pairs, integers in (
         ("reviews.csv", words, False, False),
-        ("opinions.csv", words, False, True),
+        ("opinions.csv", four, False, True),
         ("premises.csv", pair_words, True, False),
-        ("claims.csv", binary_pairs, True, True),
+        ("claims.csv", pair_words, True, True),
     ):
         names = (
             ["negative", "positive"] if not pairs else ["entailment", "neutral", "contradiction"]
@@ -300,7 +300,7 @@ def test_a_profile_of_your_own_model_and_files_runs_the_whole_book(tmp_path: Pat
     from helpers import models
 
     # Integer labels name their classes "0", "1", ...: the natural words need those tokens.
-    tiny = models.tiny_backbone("llama", words=(*models.TINY_WORDS, "0", "1", "2"))
+    tiny = models.tiny_backbone("llama", words=(*models.TINY_WORDS, "0", "1", "2", "3"))
     tiny.model.save_pretrained(tmp_path / "model")
     tiny.tokenizer.save_pretrained(tmp_path / "model")
     ci = runner.load_profile("ci")
