@@ -325,25 +325,28 @@ def similarity_by_layer(curves: Mapping[str, np.ndarray], ax: Axes | None = None
     return fig
 
 
-def task_dendrogram(tree: np.ndarray, names: Sequence[str], ax: Axes | None = None) -> Figure:
-    """The tasks clustered on ``1 - similarity`` (average linkage)."""
-    from scipy.cluster import hierarchy
-
-    fig, ax = _axes(ax, figsize=(1.0 + 0.9 * len(names), 3.6))
-    hierarchy.dendrogram(
-        tree,
-        labels=list(names),
-        ax=ax,
-        color_threshold=0,
-        above_threshold_color=PALETTE[0],
-        leaf_rotation=40,
+def similarity_clustermap(matrix: np.ndarray, names: Sequence[str], tree: np.ndarray) -> Figure:
+    """The task × task similarity with its values, rows and columns in the order of the
+    clustering ``tree`` (a scipy linkage, e.g. average linkage on ``1 - similarity``),
+    whose dendrogram is drawn along both sides (seaborn's clustermap)."""
+    size = 2.0 + 0.8 * len(names)
+    bound = max(float(np.abs(matrix).max()), 1e-6)
+    grid = sns.clustermap(
+        pd.DataFrame(matrix, index=list(names), columns=list(names)),
+        row_linkage=tree,
+        col_linkage=tree,
+        annot=True,
+        fmt=".2f",
+        cmap="RdBu_r",
+        vmin=-bound,
+        vmax=bound,
+        figsize=(size, size),
+        dendrogram_ratio=0.15,
+        cbar_kws={"label": "Spearman ρ"},
     )
-    for label in ax.get_xticklabels():
-        label.set_horizontalalignment("right")
-    ax.set_ylabel("1 - Spearman ρ")
-    ax.grid(False)
-    fig.tight_layout()
-    return fig
+    grid.ax_heatmap.set_xlabel("")
+    grid.ax_heatmap.set_ylabel("")
+    return grid.figure
 
 
 def indicator_scatter(

@@ -78,3 +78,15 @@ def test_pruning_front_marks_the_chosen_point_and_the_recipe() -> None:
     assert [[1.6, 78.0]] in offsets and [[1.9, 55.0]] in offsets  # chosen, recipe
     assert [[1.2, 79.0], [1.6, 60.0], [1.9, 50.0]] in offsets  # fold only
     assert any(list(line.get_ydata()) == [81.0, 81.0] for line in ax.get_lines())
+
+
+def test_clustermap_orders_the_tasks_by_the_tree_and_writes_the_values() -> None:
+    from scipy.cluster import hierarchy
+
+    matrix = np.array([[1.0, 0.1, 0.8], [0.1, 1.0, 0.2], [0.8, 0.2, 1.0]])
+    tree = hierarchy.linkage([0.9, 0.2, 0.8], method="average")  # a and c join first
+    fig = plots.similarity_clustermap(matrix, ["a", "b", "c"], tree)
+    heatmap = max(fig.axes, key=lambda ax: len(ax.texts))
+    order = [t.get_text() for t in heatmap.get_xticklabels()]
+    assert order.index("b") in (0, 2)  # a and c side by side
+    assert sorted(t.get_text() for t in heatmap.texts) == sorted(f"{v:.2f}" for v in matrix.ravel())
