@@ -519,22 +519,43 @@ def kept_fraction_rows(
     rows = []
     for fraction in tqdm(fractions, desc="kept fraction"):
         config = PruneConfig(fraction, layer_share)
-        kept = kept_neurons(skill_for(fraction), config)
-        small = prune(model, kept, baselines, name=f"{model.name}-keep-{fraction}")
-        accuracy = on_backbone(prompt, small).evaluate(split, batch_size).accuracy
+        small, row = _fold_only(
+            model, prompt, skill_for(fraction), baselines, config, split, timed[1], batch_size
+        )
         pair = {"original": model, "pruned": small}
         times = {r["model"]: r["ms"] for r in latency(pair, [timed[0]], [timed[1]], repeats=3)}
+        accuracy = row.pop("accuracy")
         rows.append(
             {
                 "kept_fraction": fraction,
-                "accuracy": 100 * accuracy,
+                "accuracy": accuracy,
                 "speedup": times["original"] / times["pruned"],
-                "flop_limit": flops_per_token(model, timed[1]) / flops_per_token(small, timed[1]),
-                "parameter_share": 100 * parameter_count(small) / parameter_count(model),
+                **row,
             }
         )
         del small
     return rows
+
+
+def _fold_only(
+    model: Backbone,
+    prompt: SoftPromptModel,
+    skill: Bool[Tensor, "layer ffn"],
+    baselines: Float[Tensor, "layer ffn"],
+    config: PruneConfig,
+    split: Dataset,
+    seq_len: int,
+    batch_size: int,
+) -> tuple[Backbone, dict[str, float]]:
+    """A candidate pruned model and, with the prompt moved onto it unchanged, its accuracy
+    on ``split`` (%), FLOP limit at ``seq_len`` and parameter share (%)."""
+    small = prune(model, kept_neurons(skill, config), baselines, name=f"{model.name}-candidate")
+    accuracy = on_backbone(prompt, small).evaluate(split, batch_size).accuracy
+    return small, {
+        "accuracy": 100 * accuracy,
+        "flop_limit": flops_per_token(model, seq_len) / flops_per_token(small, seq_len),
+        "parameter_share": 100 * parameter_count(small) / parameter_count(model),
+    }
 
 
 # ----------------------------------------------------------------------------------
@@ -565,16 +586,17 @@ def search_rows(
         skill = skill_for(fraction)
         for share in layer_shares:
             config = PruneConfig(fraction, share)
-            small = prune(model, kept_neurons(skill, config), baselines, name=f"{model.name}-s")
-            accuracy = on_backbone(prompt, small).evaluate(dev, batch_size).accuracy
+            small, row = _fold_only(
+                model, prompt, skill, baselines, config, dev, seq_len, batch_size
+            )
+            layers = len(pruned_layers(model.n_layers, share))
             rows.append(
                 {
                     "kept_fraction": fraction,
                     "layer_share": share,
-                    "pruned_layers": len(pruned_layers(model.n_layers, share)),
-                    "dev_accuracy": 100 * accuracy,
-                    "flop_limit": flops_per_token(model, seq_len) / flops_per_token(small, seq_len),
-                    "parameter_share": 100 * parameter_count(small) / parameter_count(model),
+                    "pruned_layers": layers,
+                    "dev_accuracy": row.pop("accuracy"),
+                    **row,
                 }
             )
             del small
