@@ -27,7 +27,7 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,20 +89,56 @@ def record_neurons(
         True
     """
     chosen = range(backbone.n_layers) if layers is None else layers
-    sites = backbone.neuron_sites()
     recorded: dict[int, Tensor] = {}
+
+    def keep(layer: int) -> Callable[[Tensor], None]:
+        return lambda x: recorded.__setitem__(layer, x.detach())
+
+    with site_hooks(backbone, {layer: keep(layer) for layer in chosen}):
+        yield recorded
+
+
+@contextmanager
+def site_hooks(
+    backbone: Backbone, hooks: Mapping[int, Callable[[Tensor], Tensor | None]]
+) -> Iterator[None]:
+    """Call ``hooks[layer]`` on that layer's neuron activations ``[n, seq, ffn]`` (the
+    input of the FFN output projection) on every forward pass inside the context; a hook
+    that returns a tensor replaces the activations with it.
+
+    Where the FFN runs on flattened hidden states (``arch.flat_ffn``, OPT), the
+    activations arrive as ``[n * seq, ffn]``: they are viewed as ``[n, seq, ffn]`` from
+    the shape of the block's input, recorded by a hook on the block, and a replacement is
+    flattened back. Every hook is removed when the context exits, also on error.
+    """
+    sites, blocks = backbone.neuron_sites(), backbone.layers()
+    shapes: dict[int, tuple[int, int]] = {}
     handles = []
 
-    def hook_for(layer: int):  # noqa: ANN202
-        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            recorded[layer] = args[0].detach()
+    def shape_of(layer: int):  # noqa: ANN202
+        def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            shapes[layer] = (hidden.shape[0], hidden.shape[1])
+
+        return hook
+
+    def site_of(layer: int, call: Callable[[Tensor], Tensor | None]):  # noqa: ANN202
+        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+            x, flat = args[0], args[0].dim() == 2
+            out = call(x.view(*shapes[layer], x.shape[-1]) if flat else x)
+            if out is None:
+                return None
+            return (out.reshape(x.shape) if flat else out, *args[1:])
 
         return hook
 
     try:
-        for layer in chosen:
-            handles.append(sites[layer].register_forward_pre_hook(hook_for(layer)))
-        yield recorded
+        for layer, call in hooks.items():
+            if backbone.arch.flat_ffn:
+                block = blocks[layer]
+                handles.append(block.register_forward_pre_hook(shape_of(layer), with_kwargs=True))
+            handles.append(sites[layer].register_forward_pre_hook(site_of(layer, call)))
+        yield
     finally:
         for handle in handles:
             handle.remove()

@@ -57,6 +57,10 @@ class Architecture:
         ffn_out: dotted path inside a block to the FFN output projection; its input is
             the neuron vector.
         head: attribute of the task model holding the MLM or LM head.
+        flat_ffn: whether the FFN runs on the hidden states flattened to
+            ``[n * seq, d]`` (OPT), so that the neuron site sees ``[n * seq, ffn]``; the
+            engine's hooks view it as ``[n, seq, ffn]`` from the block's input
+            (`engine.site_hooks`).
     """
 
     kind: ModelKind
@@ -64,6 +68,7 @@ class Architecture:
     ffn_in: tuple[str, ...]
     ffn_out: str
     head: str
+    flat_ffn: bool = False
 
 
 _LLAMA = Architecture(
@@ -84,6 +89,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "llama": _LLAMA,
     "qwen2": _LLAMA,
     "mistral": _LLAMA,
+    # OPT: fc2 consumes act(fc1(x)), on the hidden states flattened over the batch.
+    "opt": Architecture("decoder", "model.decoder.layers", ("fc1",), "fc2", "lm_head", True),
 }
 
 SHORT_NAMES: dict[str, str] = {
@@ -388,6 +395,18 @@ def tiny_backbone(
             n_embd=32, n_layer=2, n_head=2, n_inner=48, n_positions=positions, **common
         )
         model = GPT2LMHeadModel(config)
+    elif model_type == "opt":
+        config = AutoConfig.for_model(
+            "opt",
+            hidden_size=32,
+            word_embed_proj_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            ffn_dim=48,
+            max_position_embeddings=positions,
+            **common,
+        )
+        model = AutoModelForCausalLM.from_config(config)
     else:
         # Llama-family: the same gated-MLP layout under each family's own classes.
         config = AutoConfig.for_model(

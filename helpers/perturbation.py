@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from datasets import Dataset
 from jaxtyping import Bool, Float
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from helpers import activations, engine
@@ -97,15 +97,13 @@ def perturbed(
         if values is None:
             raise PerturbationError("how='value' needs values, one per neuron")
         _check(backbone, values, "values")
-    handles = []
 
-    def hook_for(layer: int):  # noqa: ANN202
+    def hook_for(layer: int) -> Callable[[Tensor], Tensor]:
         chosen = neurons[layer].bool()
         generator = torch.Generator().manual_seed(stable_seed("noise", seed, layer))
         scale = sigma[layer] if isinstance(sigma, Tensor) else torch.tensor(sigma)
 
-        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-            x = args[0]
+        def hook(x: Tensor) -> Tensor:
             where = chosen[None, None, :].expand(1, x.shape[1], -1)
             if first is not None:
                 where = where & (torch.arange(x.shape[1]) < first)[None, :, None]
@@ -116,19 +114,13 @@ def perturbed(
             else:
                 fill = torch.zeros(()) if how == "zero" else values[layer].to(x.dtype)
                 x = torch.where(where, fill, x)
-            return (x, *args[1:])
+            return x
 
         return hook
 
-    sites = backbone.neuron_sites()
-    try:
-        for layer in range(backbone.n_layers):
-            if neurons[layer].any():
-                handles.append(sites[layer].register_forward_pre_hook(hook_for(layer)))
+    chosen = [layer for layer in range(backbone.n_layers) if neurons[layer].any()]
+    with engine.site_hooks(backbone, {layer: hook_for(layer) for layer in chosen}):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 # ----------------------------------------------------------------------------------

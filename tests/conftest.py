@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from helpers import models  # noqa: E402
 
-TINY_TYPES = ("roberta", "bert", "gpt2", "llama", "qwen2", "mistral")
+TINY_TYPES = ("roberta", "bert", "gpt2", "llama", "qwen2", "mistral", "opt")
 
 
 @pytest.fixture(params=TINY_TYPES)

@@ -36,7 +36,7 @@ def _train(
     return result, model
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "opt"])
 def test_training_on_cached_text_gives_the_prompt_of_the_full_layout(model_type: str) -> None:
     tiny = _double(model_type)
     caches = engine.TextCaches()
@@ -77,7 +77,7 @@ def test_a_gathered_batch_cache_equals_the_text_run_for_that_batch() -> None:
     torch.testing.assert_close(model(second, gathered), model(second), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "opt"])
 def test_probing_on_cached_text_equals_probing_the_full_layout(model_type: str) -> None:
     tiny = _double(model_type)
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
@@ -173,7 +173,7 @@ def _falling_dev(model: prompting.SoftPromptModel, first: int) -> None:
     model.evaluate = falling  # type: ignore[method-assign]
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+@pytest.mark.parametrize("model_type", ["gpt2", "llama", "opt"])
 def test_trials_trained_together_give_each_the_prompt_it_gets_alone(model_type: str) -> None:
     tiny = _double(model_type)
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
