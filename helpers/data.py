@@ -502,10 +502,22 @@ def task_spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+def _file_text(file: Path) -> str:
+    """A task file's text; refused, naming the file, if it is not UTF-8 or is empty."""
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise TaskFileError(
+            f"task file {file} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
+    if not text.strip():
+        raise TaskFileError(f"task file {file} is empty: it has no header and no examples")
+    return text
+
+
 def _file_columns(file: Path) -> list[str]:
     """The column names of a CSV file (its header) or a JSONL file (its first record)."""
-    with file.open(newline="") as handle:
-        first = handle.readline()
+    first = _file_text(file).splitlines()[0]
     if file.suffix == ".csv":
         return next(csv.reader([first]), [])
     try:
@@ -549,12 +561,7 @@ def register_file_task(
     def load() -> Pools:
         from datasets import load_dataset
 
-        try:
-            file.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise TaskFileError(
-                f"task file {file} is not UTF-8 text (byte {error.start}); save it as UTF-8"
-            ) from None
+        _file_text(file)
         try:
             raw = load_dataset(kind, data_files=str(file), split="train")
         except ValueError as error:  # e.g. a file with a header and no rows
@@ -595,6 +602,13 @@ def register_file_task(
             raise TaskFileError(
                 f"task file {file}: {len(empty)} examples have no {text_column!r} "
                 f"(the first on line {first}); fill or remove them"
+            )
+        present = set(labels)
+        missing = [name for i, name in enumerate(names) if i not in present]
+        if missing:
+            raise TaskFileError(
+                f"task file {file} has no examples of the classes {missing} (of {names}); "
+                "every class needs examples to be trained and scored"
             )
         pairs = raw[text_pair_column] if text_pair_column else [None] * len(labels)
         rows = list(zip(map(str, texts), pairs, labels, strict=True))

@@ -177,6 +177,8 @@ def task_parameters(notebook: Path, overrides: dict[str, Any]) -> tuple[dict[str
     fixes: dict[str, Any] = {}
     problems: list[str] = []
     if not isinstance(tasks, list) or not tasks:
+        if "tasks" in overrides:
+            problems.append(f"tasks = {tasks!r} must list at least one task ({notebook.stem})")
         return fixes, problems
     for name, default in defaults.items():
         if not name.endswith(("_task", "_tasks")):

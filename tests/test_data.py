@@ -151,11 +151,18 @@ def test_file_task_bad_input(tmp_path: Path, tiny_csv: Path) -> None:
             "1 examples have no 'text' \\(the first on line 3\\)"
         ),
     }
+    cases[b""] = "is empty: it has no header and no examples"
+    cases[b"text,label\n" + b"".join(b"t %d,%d\n" % (i, 2 * (i % 2)) for i in range(20))] = (
+        "has no examples of the classes \\['1'\\]"
+    )
     for i, (content, message) in enumerate(cases.items()):
         bad = tmp_path / f"bad{i}.csv"
         bad.write_bytes(content)
         with pytest.raises(ValueError, match=f"task file {bad}.*{message}"):
             data.register_file_task("x", bad)
+        # named in a profile's tasks, the file is registered on first use: the same error
+        with pytest.raises(ValueError, match=f"task file {bad}.*{message}"):
+            data.load_task(str(bad), data.SplitSizes(8, 4, 4))
 
 
 def test_integer_labels_name_their_classes_by_number_or_by_label_names(tmp_path: Path) -> None:

@@ -112,6 +112,9 @@ def test_profile_values_are_checked_before_anything_runs(tmp_path: Path) -> None
     assert "robustness_task = 'amazon' names ['amazon'], not among tasks" in message
     assert "scope" not in message and "sweep_size" not in message  # valid values pass
     assert "(02_neuron_discovery)" in message and "(04_cross_task_similarity)" in message
+    (root / "none.yaml").write_text("tasks: []\n")
+    with pytest.raises(runner.ProfileError, match=r"tasks = \[\] must list at least one task"):
+        runner.check_profile(str(root / "none.yaml"), root)
 
 
 def test_task_parameters_follow_tasks_unless_set(tmp_path: Path) -> None:
