@@ -395,28 +395,21 @@ def tiny_backbone(
             n_embd=32, n_layer=2, n_head=2, n_inner=48, n_positions=positions, **common
         )
         model = GPT2LMHeadModel(config)
-    elif model_type == "opt":
-        config = AutoConfig.for_model(
-            "opt",
-            hidden_size=32,
-            word_embed_proj_dim=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            ffn_dim=48,
-            max_position_embeddings=positions,
-            **common,
-        )
-        model = AutoModelForCausalLM.from_config(config)
     else:
-        # Llama-family: the same gated-MLP layout under each family's own classes.
+        # OPT (fc1/fc2), or the Llama family: the same gated-MLP layout under each
+        # family's own classes.
+        family = (
+            {"word_embed_proj_dim": 32, "ffn_dim": 48}
+            if model_type == "opt"
+            else {"num_key_value_heads": 1, "intermediate_size": 48}
+        )
         config = AutoConfig.for_model(
             model_type,
             hidden_size=32,
             num_hidden_layers=2,
             num_attention_heads=2,
-            num_key_value_heads=1,
-            intermediate_size=48,
             max_position_embeddings=positions,
+            **family,
             **common,
         )
         model = AutoModelForCausalLM.from_config(config)
