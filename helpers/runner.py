@@ -177,9 +177,7 @@ def task_parameters(notebook: Path, overrides: dict[str, Any]) -> tuple[dict[str
     fixes: dict[str, Any] = {}
     problems: list[str] = []
     if not isinstance(tasks, list) or not tasks:
-        if "tasks" in overrides:
-            problems.append(f"tasks = {tasks!r} must list at least one task ({notebook.stem})")
-        return fixes, problems
+        return fixes, problems  # `check_profile` reports it, once
     for name, default in defaults.items():
         if not name.endswith(("_task", "_tasks")):
             continue
@@ -222,6 +220,9 @@ def check_profile(profile: str, root: Path = ROOT) -> None:
             if problem is not None:
                 problems.append(f"{problem} ({notebook.stem})")
         problems += task_parameters(notebook, overrides)[1]
+    tasks = overrides.get("tasks", [None])
+    if not isinstance(tasks, list) or not tasks:
+        problems.insert(0, f"tasks = {tasks!r} must list at least one task")
     unknown = sorted(set(overrides) - declared)
     if unknown:
         problems.insert(0, f"it sets undeclared parameters {unknown}")
