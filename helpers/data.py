@@ -502,6 +502,20 @@ def task_spec(name: str) -> TaskSpec:
     return TASKS[name]
 
 
+def check_task_file(file: Path) -> None:
+    """Read a task file as a chapter would, without registering it: refused with
+    `TaskFileError` (naming the file and what is wrong) for bad text, columns or labels.
+    """
+    name = str(file)
+    known = name in TASKS
+    try:
+        spec = task_spec(name)
+        spec.loader()
+    finally:
+        if not known:
+            TASKS.pop(name, None)
+
+
 def _file_text(file: Path) -> str:
     """A task file's text; refused, naming the file, if it is not UTF-8 or is empty."""
     try:

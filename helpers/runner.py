@@ -17,6 +17,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +147,182 @@ def _type_problem(name: str, value: object, default: object) -> str | None:
     text_number = isinstance(value, str) and isinstance(default, float)
     hint = " (YAML reads 3e-2 as text: write 3.0e-2 or 0.03)" if text_number else ""
     return (
-        f"{name} = {value!r} is a {type(value).__name__}; it must be a "
+        f"{name} = {value!r} is a {type(value).__name__}; it must be "
+        f"{'an' if type(default).__name__ == 'int' else 'a'} "
         f"{type(default).__name__} like its default {default!r}{hint}"
     )
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric parameter may take (each element, for a list parameter).
+
+    ``integer`` asks for whole numbers; a bound is inclusive unless marked open.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    integer: bool = False
+
+    def __str__(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.open_low else '>='} {self.low:g}"
+        return kind
+
+    def admits(self, value: object) -> bool:
+        """Whether one value (not a list) lies in the range."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+
+COUNT = Range(1, integer=True)
+SEED = Range(0, integer=True)
+SHARE = Range(0, 1, open_low=True)  # a share that must keep something
+POSITIVE = Range(0, open_low=True)
+NON_NEGATIVE = Range(0)
+
+# Every numeric parameter of the chapters, by its one name (a test keeps this complete):
+# a profile value outside its range is refused before anything runs, not hours later
+# inside the chapter that first uses it.
+RANGES: dict[str, Range] = {
+    "train_size": Range(2, integer=True),  # a split needs two examples (data.SplitSizes)
+    "dev_size": Range(2, integer=True),
+    "test_size": Range(2, integer=True),
+    "split_seed": SEED,
+    "control_seed": SEED,
+    "robustness_seed": SEED,
+    "max_text_tokens": COUNT,
+    "prompt_length": COUNT,
+    "learning_rate": POSITIVE,
+    "method_learning_rate": POSITIVE,
+    "batch_size": COUNT,
+    "eval_batch_size": COUNT,
+    "probe_batch_size": COUNT,
+    "length_window": COUNT,
+    "max_steps": COUNT,
+    "retrain_steps": COUNT,
+    "method_steps": COUNT,
+    "robustness_steps": COUNT,
+    "eval_every": COUNT,
+    "patience": COUNT,
+    "dev_eval_size": COUNT,
+    "text_cache_gb": NON_NEGATIVE,
+    "text_store_gb": NON_NEGATIVE,
+    "trials": COUNT,
+    "joint_trials": COUNT,
+    "init_comparison_trials": COUNT,
+    "sweep_trials": COUNT,
+    "retrain_trials": COUNT,
+    "baseline_size": COUNT,
+    "spread_size": Range(2, integer=True),  # a spread needs two examples
+    "skill_fraction": SHARE,
+    "kept_fraction": SHARE,
+    "layer_share": SHARE,
+    "on_fraction": SHARE,
+    "sweep_fractions": SHARE,
+    "search_fractions": SHARE,
+    "search_layer_shares": SHARE,
+    "fractions": Range(0, 1),  # perturbed shares: 0 is the unperturbed reference
+    "permutations": COUNT,
+    "stability_count": COUNT,
+    "sweep_size": COUNT,
+    "transfer_size": COUNT,
+    "random_draws": COUNT,
+    "criteria_draws": COUNT,
+    "bootstrap_draws": COUNT,
+    "sigma": NON_NEGATIVE,
+    "lora_rank": COUNT,
+    "robustness_choices": COUNT,
+    "word_count": COUNT,
+    "activation_words": COUNT,
+    "max_drop": NON_NEGATIVE,
+    "target_speedup": POSITIVE,
+    "latency_batch_sizes": COUNT,
+    "latency_seq_lens": COUNT,
+    "latency_repeats": COUNT,
+    "on_threshold": Range(),
+}
+
+# Parameters that count trials chapter 01 trained: each may use at most ``trials``.
+TRIAL_COUNTS = ("init_comparison_trials", "sweep_trials", "retrain_trials")
+
+
+def range_problem(name: str, value: object) -> str | None:
+    """Why ``value`` is outside the range of parameter ``name`` (each element of a list),
+    or None (also for None, which several sizes read as "all")."""
+    allowed = RANGES.get(name)
+    if allowed is None or value is None:
+        return None
+    values = value if isinstance(value, list) else [value]
+    bad = [v for v in values if not allowed.admits(v)]
+    if not bad:
+        return None
+    each = "each element must be " if isinstance(value, list) else "it must be "
+    return f"{name} = {value!r} is out of range: {each}{allowed}"
+
+
+def _effective(name: str, overrides: dict[str, Any], defaults: dict[str, Any]) -> Any:
+    return overrides.get(name, defaults.get(name))
+
+
+def cross_problems(overrides: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """Problems between parameters of different chapters: trial counts beyond the trials
+    chapter 01 trains, and random-word seeds that a default trial already uses."""
+    problems = []
+    trials = _effective("trials", overrides, defaults)
+    if range_problem("trials", trials) is not None:
+        return problems  # reported as trials' own problem
+    for name in TRIAL_COUNTS:
+        value = _effective(name, overrides, defaults)
+        if isinstance(value, int) and not isinstance(value, bool) and value > trials:
+            problems.append(
+                f"{name} = {value} asks for more trials than chapter 01 trains (trials = {trials})"
+            )
+    seed = _effective("robustness_seed", overrides, defaults)
+    if isinstance(seed, int) and 0 <= seed < trials:
+        problems.append(
+            f"robustness_seed = {seed} is a seed of chapter 01's trials (0 to {trials - 1}); "
+            f"it must be at least {trials}"
+        )
+    return problems
+
+
+def task_problem(name: object, root: Path = ROOT) -> str | None:
+    """Why a ``tasks`` entry names nothing a chapter can load, or None: a registry name,
+    or an existing CSV/JSONL file (absolute, or relative to ``notebooks/`` where the
+    chapters run) whose text can be read."""
+    from helpers import data
+
+    if not isinstance(name, str):
+        return f"tasks holds {name!r}, which is not a task name or file"
+    if name in data.TASKS:
+        return None
+    file = Path(name) if Path(name).is_absolute() else root / "notebooks" / name
+    if Path(name).suffix not in data.TASK_FILE_SUFFIXES:
+        close = difflib.get_close_matches(name, list(data.TASKS), n=1)
+        return (
+            f"tasks names {name!r}, which is not a registered task "
+            f"{sorted(data.TASKS)} nor a {'/'.join(data.TASK_FILE_SUFFIXES)} file"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
+    if not file.is_file():
+        return f"tasks names the file {name!r}, which does not exist (looked for {file})"
+    try:
+        data.check_task_file(file)
+    except data.TaskFileError as error:
+        return str(error)
+    return None
 
 
 def _defaults(notebook: Path) -> dict[str, Any]:
@@ -200,12 +375,16 @@ def task_parameters(notebook: Path, overrides: dict[str, Any]) -> tuple[dict[str
 def check_profile(profile: str, root: Path = ROOT) -> None:
     """Raise `ProfileError` before anything runs if the profile is not one the chapters
     can run: a key that no notebook declares, a value of the wrong type, a value outside
-    the choices a parameter's comment lists, or a task-valued parameter set to a task
-    that is not among the chapter's ``tasks``. Every problem is listed, each naming the
-    parameter, the value and what is allowed."""
+    the choices a parameter's comment lists or outside its `RANGES`, trial counts and
+    seeds that clash across chapters (`cross_problems`), a ``tasks`` entry that names
+    no registered task and no readable file, a task listed twice, or a task-valued
+    parameter set to a task that is not among the chapter's ``tasks``. Every problem is
+    listed, each naming the parameter, the value and what is allowed."""
     overrides = load_profile(profile, root)
     declared: set[str] = set()
     problems: list[str] = []
+    every_default: dict[str, Any] = {}
+    chapters: dict[str, list[str]] = {}  # a value's problem -> the chapters it reaches
     for notebook in notebooks(root):
         parameters = declared_parameters(notebook)
         defaults = _defaults(notebook)
@@ -217,12 +396,21 @@ def check_profile(profile: str, root: Path = ROOT) -> None:
             choices = _choices(defaults[name], parameters[name].get("help") or "")
             if problem is None and choices is not None and value not in (*choices, None):
                 problem = f"{name} = {value!r} is not one of {', '.join(map(repr, choices))}"
+            problem = problem or range_problem(name, value)
             if problem is not None:
-                problems.append(f"{problem} ({notebook.stem})")
+                chapters.setdefault(problem, []).append(notebook.stem)
         problems += task_parameters(notebook, overrides)[1]
-    tasks = overrides.get("tasks", [None])
-    if not isinstance(tasks, list) or not tasks:
+        every_default |= defaults
+    problems = [f"{p} ({', '.join(c)})" for p, c in chapters.items()] + problems
+    problems += cross_problems(overrides, every_default)
+    tasks = overrides.get("tasks", every_default.get("tasks", []))
+    if (not isinstance(tasks, list) or not tasks) and "tasks" in every_default | overrides:
         problems.insert(0, f"tasks = {tasks!r} must list at least one task")
+    elif "tasks" in overrides:
+        problems += [p for p in (task_problem(name, root) for name in tasks) if p]
+        repeated = sorted({str(t) for t in tasks if tasks.count(t) > 1})
+        if repeated:
+            problems.append(f"tasks lists {repeated} more than once")
     unknown = sorted(set(overrides) - declared)
     if unknown:
         problems.insert(0, f"it sets undeclared parameters {unknown}")

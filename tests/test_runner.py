@@ -105,16 +105,121 @@ def test_profile_values_are_checked_before_anything_runs(tmp_path: Path) -> None
     with pytest.raises(runner.ProfileError) as error:
         runner.check_profile(str(root / "mine.yaml"), root)
     message = str(error.value)
-    assert "trials = 'three' is a str; it must be a int like its default 3" in message
+    assert "trials = 'three' is a str; it must be an int like its default 3" in message
     assert "learning_rate = '3e-2' is a str; it must be a float" in message
     assert "write 3.0e-2 or 0.03" in message
     assert "positions = 'sofft' is not one of 'prompt', 'soft'" in message
     assert "robustness_task = 'amazon' names ['amazon'], not among tasks" in message
     assert "scope" not in message and "sweep_size" not in message  # valid values pass
-    assert "(02_neuron_discovery)" in message and "(04_cross_task_similarity)" in message
+    assert "'soft' (02_neuron_discovery, 04_cross_task_similarity)" in message
+    assert "mine.csv', which does not exist" in message
     (root / "none.yaml").write_text("tasks: []\n")
     with pytest.raises(runner.ProfileError, match=r"tasks = \[\] must list at least one task"):
         runner.check_profile(str(root / "none.yaml"), root)
+
+
+def test_values_out_of_range_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    root = _root_with_chapters(
+        tmp_path,
+        "train_size: -5\nskill_fraction: 1.5\nkept_fraction: 0.0\nsigma: -1.0\n"
+        "fractions: [0.0, 2.0]\nlatency_batch_sizes: [1, 0]\nsearch_fractions: [a]\n"
+        "fractions: [0.0, 0.17]\non_threshold: -3.0\nsweep_size: null\n",
+    )
+    with pytest.raises(runner.ProfileError) as error:
+        runner.check_profile(str(root / "mine.yaml"), root)
+    lines = str(error.value).splitlines()[1:]
+    assert lines[0] == (
+        "- train_size = -5 is out of range: it must be an integer >= 2 (00_data_and_models, "
+        "01_prompt_tuning, 02_neuron_discovery, 03_perturbation, 04_cross_task_similarity, "
+        "05_pruning, 06_transferability)"
+    )  # one line for a value every chapter reads
+    message = "\n".join(lines)
+    assert "skill_fraction = 1.5 is out of range: it must be a number in (0, 1]" in message
+    assert "kept_fraction = 0.0 is out of range: it must be a number in (0, 1]" in message
+    assert "sigma = -1.0 is out of range: it must be a number >= 0" in message
+    assert "latency_batch_sizes = [1, 0] is out of range: each element must be an integer" in (
+        message
+    )
+    assert "search_fractions = ['a'] is out of range" in message
+    # The last of a repeated YAML key wins; unbounded and None values pass.
+    assert all(name not in message for name in ("fractions = [0.0", "on_threshold", "sweep_size"))
+    assert len(lines) == 6
+
+
+def test_range_bounds_known_answers() -> None:
+    share, count = runner.SHARE, runner.COUNT
+    assert [share.admits(v) for v in (0, 1e-9, 0.5, 1, 1.0001)] == [False, True, True, True, False]
+    assert [count.admits(v) for v in (0, 1, 2.0, True, "3")] == [False, True, False, False, False]
+    assert runner.Range(0, 1).admits(0.0) and not runner.Range(0, 1, open_high=True).admits(1)
+    assert runner.Range().admits(-1e9) and not runner.Range().admits(None)
+    assert str(share) == "a number in (0, 1]" and str(count) == "an integer >= 1"
+    assert runner.range_problem("sigma", None) is None  # None means "all" for sizes
+
+
+def test_every_numeric_parameter_has_a_range() -> None:
+    declared: dict[str, object] = {}
+    for notebook in NOTEBOOKS:
+        declared |= runner._defaults(notebook)
+    numeric = {
+        name
+        for name, value in declared.items()
+        if isinstance(value, int | float)
+        and not isinstance(value, bool)
+        or isinstance(value, list)
+        and value
+        and all(isinstance(v, int | float) for v in value)
+    }
+    assert numeric - set(runner.RANGES) == set(), "give these parameters a range in RANGES"
+    assert set(runner.RANGES) - set(declared) == set(), "RANGES names undeclared parameters"
+    for name in runner.RANGES:  # every default lies in its own range
+        assert runner.range_problem(name, declared[name]) is None, name
+
+
+def test_trial_counts_and_seeds_are_checked_across_chapters(tmp_path: Path) -> None:
+    root = _root_with_chapters(
+        tmp_path, "trials: 2\nsweep_trials: 3\nretrain_trials: null\nrobustness_seed: 1\n"
+    )
+    with pytest.raises(runner.ProfileError) as error:
+        runner.check_profile(str(root / "mine.yaml"), root)
+    message = str(error.value)
+    assert "sweep_trials = 3 asks for more trials than chapter 01 trains (trials = 2)" in message
+    assert "robustness_seed = 1 is a seed of chapter 01's trials (0 to 1); it must be at " in (
+        message
+    )
+    assert "retrain_trials" not in message and "init_comparison_trials" not in message
+    (root / "zero.yaml").write_text("trials: 0\n")
+    with pytest.raises(runner.ProfileError) as error:
+        runner.check_profile(str(root / "zero.yaml"), root)
+    assert str(error.value).splitlines()[1:] == [
+        "- trials = 0 is out of range: it must be an integer >= 1 (01_prompt_tuning)"
+    ]  # not also every count measured against it
+
+
+def test_tasks_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    from helpers import data
+
+    good, latin = tmp_path / "good.csv", tmp_path / "latin.csv"
+    good.write_text("text,label\nfine film,positive\nbad film,negative\n")
+    latin.write_bytes("text,label\ncaf\xe9,positive\n".encode("latin-1"))
+    root = _root_with_chapters(
+        tmp_path,
+        f"tasks: [rotten_tomatos, missing.csv, {good}, {latin}, snli, snli, notes.txt]\n",
+    )
+    known = set(data.TASKS)
+    with pytest.raises(runner.ProfileError) as error:
+        runner.check_profile(str(root / "mine.yaml"), root)
+    message = str(error.value)
+    assert "tasks names 'rotten_tomatos', which is not a registered task" in message
+    assert "(did you mean 'rotten_tomatoes'?)" in message
+    missing = root / "notebooks" / "missing.csv"
+    assert f"tasks names the file 'missing.csv', which does not exist (looked for {missing})" in (
+        message
+    )
+    assert f"task file {latin} is not UTF-8 text" in message
+    assert "lists ['snli'] more than once" in message
+    assert "tasks names 'notes.txt', which is not a registered task" in message
+    assert str(good) not in message  # a readable file passes
+    assert set(data.TASKS) == known  # checking registers nothing
 
 
 def test_task_parameters_follow_tasks_unless_set(tmp_path: Path) -> None:
@@ -175,9 +280,10 @@ def test_unknown_profile_and_undeclared_key(tmp_path: Path) -> None:
 
 
 def test_a_profile_can_be_a_yaml_file_of_your_own(tmp_path: Path) -> None:
-    mine = tmp_path / "mine.yaml"
-    mine.write_text("tasks: [reviews.csv]\ntest_size: 50\n")
-    assert runner.load_profile(str(mine)) == {"tasks": ["reviews.csv"], "test_size": 50}
+    mine, reviews = tmp_path / "mine.yaml", tmp_path / "reviews.csv"
+    reviews.write_text("text,label\nfine film,positive\nbad film,negative\n")
+    mine.write_text(f"tasks: [{reviews}]\ntest_size: 50\n")
+    assert runner.load_profile(str(mine)) == {"tasks": [str(reviews)], "test_size": 50}
     runner.check_profile(str(mine))
     mine.write_text("test_sise: 50\n")
     with pytest.raises(runner.ProfileError, match="test_sise"):
