@@ -429,3 +429,51 @@ def test_a_profile_of_your_own_model_and_files_runs_the_whole_book(tmp_path: Pat
             o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
         ]
         assert not errors, (notebook.name, errors[:1])
+
+
+def _readme_profile() -> dict[str, object]:
+    """The profile of one's own that the README shows (its ``# mine.yaml`` block)."""
+    import yaml
+
+    text = (runner.ROOT / "README.md").read_text()
+    block = re.search(r"```yaml\n(# mine\.yaml\n.*?)```", text, re.S)
+    assert block, "the README shows a profile of one's own in a ```yaml block"
+    return yaml.safe_load(block.group(1))
+
+
+@pytest.mark.notebooks
+def test_the_readme_profile_of_your_own_runs_the_whole_book(tmp_path: Path) -> None:
+    """The README's example as written (registry tasks beside a CSV file of one's own, no
+    amazon), with only its two paths pointed at a tiny model and a tiny file."""
+    import yaml
+
+    from helpers import models
+
+    readme = _readme_profile()
+    tasks = readme["tasks"]
+    assert isinstance(tasks, list) and "amazon" not in tasks
+    files = [t for t in tasks if str(t).endswith(".csv")]
+    assert files and set(readme) == {"backbone", "tasks"}
+    tiny = models.tiny_backbone("llama")
+    tiny.model.save_pretrained(tmp_path / "model")
+    tiny.tokenizer.save_pretrained(tmp_path / "model")
+    own = {p.name: p for p in map(Path, _own_files(tmp_path))}
+    mine = {
+        "backbone": str(tmp_path / "model"),
+        "tasks": [str(own[t]) if t in files else t for t in tasks],
+    }
+    ci = runner.load_profile("ci")
+    mine |= {k: v for k, v in ci.items() if not k.endswith(("_task", "_tasks"))}
+    mine |= {"train_size": 60, "dev_size": 30, "test_size": 30, "stability_count": 20}
+    mine |= {"max_text_tokens": 16}  # the tiny model has 128 positions
+    profile = tmp_path / "mine.yaml"
+    profile.write_text(yaml.safe_dump(mine))
+    executed = tmp_path / "_build" / "executed"
+    rows = runner.execute(str(profile), executed, extra={"store_dir": str(tmp_path / "store")})
+    assert [row["notebook"] for row in rows] == [nb.stem for nb in NOTEBOOKS]
+    for notebook in NOTEBOOKS:
+        cells = nbformat.read(executed / notebook.name, as_version=4).cells
+        errors = [
+            o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+        ]
+        assert not errors, (notebook.name, errors[:1])
