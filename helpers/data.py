@@ -653,8 +653,26 @@ def register_file_task(
             load,
             spec.files,
         )
+    _check_words(file, spec.label_names, natural_words)
     TASKS[name] = spec
     return spec
+
+
+def _check_words(file: Path, names: Sequence[str], words: Sequence[str] | None) -> None:
+    """Refuse natural words that do not give each class one word of its own."""
+    if words is None:
+        return
+    if len(words) != len(names):
+        raise LabelWordError(
+            f"task file {file}: natural_words {list(words)} give {len(words)} words for "
+            f"{len(names)} classes {list(names)}; give one word per class, in class order"
+        )
+    blank = [w for w in words if not str(w).strip() or len(str(w).split()) != 1]
+    if blank or len(set(words)) != len(words):
+        raise LabelWordError(
+            f"task file {file}: natural_words {list(words)} must be distinct single words, "
+            "none empty"
+        )
 
 
 # ----------------------------------------------------------------------------------
@@ -959,6 +977,8 @@ def verbalizer_ids(tokenizer: Any, words: Sequence[str], leading_space: bool = T
     """
     ids = []
     for word in words:
+        if not word.strip():
+            raise LabelWordError(f"label words {list(words)} hold an empty word")
         pieces = tokenizer.encode((" " if leading_space else "") + word, add_special_tokens=False)
         if len(pieces) != 1:
             shown = tokenizer.convert_ids_to_tokens(pieces)

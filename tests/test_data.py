@@ -165,6 +165,33 @@ def test_file_task_bad_input(tmp_path: Path, tiny_csv: Path) -> None:
             data.load_task(str(bad), data.SplitSizes(8, 4, 4))
 
 
+def test_natural_words_give_one_word_per_class(tmp_path: Path) -> None:
+    numbered = tmp_path / "numbered.csv"
+    numbered.write_text("text,label\n" + "".join(f"text {i},{i % 2}\n" for i in range(20)))
+    spec = data.register_file_task("two", numbered, natural_words=["bad", "good"])
+    assert spec.label_words("natural") == ("bad", "good")
+    for words, message in (
+        (["bad", "good", "fine"], r"give 3 words for 2 classes \['0', '1'\]"),
+        (["bad"], r"give 1 words for 2 classes"),
+        (["bad", ""], "must be distinct single words, none empty"),
+        (["bad", "very good"], "must be distinct single words"),
+        (["bad", "bad"], "must be distinct single words"),
+    ):
+        with pytest.raises(data.LabelWordError, match=f"task file {numbered}: natural_words"):
+            data.register_file_task("words", numbered, natural_words=words)
+        with pytest.raises(data.LabelWordError, match=message):
+            data.register_file_task("words", numbered, natural_words=words)
+    assert "words" not in data.TASKS
+
+
+def test_an_empty_label_word_is_refused() -> None:
+    from helpers import models
+
+    tokenizer = models.tiny_backbone("llama").tokenizer
+    with pytest.raises(data.LabelWordError, match="hold an empty word"):
+        data.verbalizer_ids(tokenizer, ["good", " "])
+
+
 def test_integer_labels_name_their_classes_by_number_or_by_label_names(tmp_path: Path) -> None:
     numbered = tmp_path / "numbered.csv"
     numbered.write_text("text,label\n" + "".join(f"text {i},{i % 3}\n" for i in range(60)))
