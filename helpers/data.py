@@ -584,10 +584,19 @@ def register_file_task(
             raise TaskFileError(f"task file {file} has no examples")
         for column in (text_column, label_column, text_pair_column):
             if column is not None and column not in raw.column_names:
+                other = [sep for sep in (";", "\t", "|") if sep in "".join(raw.column_names)]
+                hint = f" (its header is split by {other[0]!r}: use commas)" if other else ""
                 raise TaskFileError(
-                    f"task file {file} has no column {column!r}: {raw.column_names}"
+                    f"task file {file} has no column {column!r}: {raw.column_names}{hint}"
                 )
         values = raw[label_column]
+        unlabelled = [i for i, v in enumerate(values) if v is None or not str(v).strip()]
+        if unlabelled:
+            first = unlabelled[0] + (2 if kind == "csv" else 1)  # a CSV's first row is its header
+            raise TaskFileError(
+                f"task file {file}: {len(unlabelled)} examples have no {label_column!r} "
+                f"(the first on line {first}); fill or remove them"
+            )
         names = list(label_names) if label_names else sorted({str(v) for v in values})
         if all(isinstance(v, str) for v in values):
             unknown = sorted({v for v in values if v not in names})

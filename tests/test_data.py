@@ -152,6 +152,15 @@ def test_file_task_bad_input(tmp_path: Path, tiny_csv: Path) -> None:
         ),
     }
     cases[b""] = "is empty: it has no header and no examples"
+    cases[b"text;label\ngood;positive\nbad;negative\n"] = (
+        "has no column 'text': \\['text;label'\\] \\(its header is split by ';': use commas\\)"
+    )
+    cases[b"text,label\ngood,positive\nbad,negative\nmeh,\n"] = (
+        "1 examples have no 'label' \\(the first on line 4\\)"
+    )
+    cases["\ufefftext,label\r\ngood,positive\r\nbad,\r\n".encode()] = (  # Excel's BOM and CRLF
+        "1 examples have no 'label' \\(the first on line 3\\)"
+    )
     cases[b"text,label\n" + b"".join(b"t %d,%d\n" % (i, 2 * (i % 2)) for i in range(20))] = (
         "has no examples of the classes \\['1'\\]"
     )
