@@ -36,12 +36,13 @@ from helpers.checks import check_choice
 from helpers.data import TaskData
 from helpers.engine import TextCaches
 from helpers.ledger import paired_error
+from helpers.methods import MethodConfig, add_lora, trainable_state
 from helpers.models import Backbone
 from helpers.perturbation import random_counterpart
-from helpers.prompt_trials import on_backbone, run_trial
+from helpers.prompt_trials import on_backbone, run_trial, trial_metrics
 from helpers.prompting import SoftPromptModel
 from helpers.store import Artefact, ArtefactStore
-from helpers.tuning import TrainConfig
+from helpers.tuning import TrainConfig, train_prompt
 
 
 class PruningError(ValueError):
@@ -662,6 +663,48 @@ def front_rows(
             }
         )
     return rows, models
+
+
+def lora_recovery(
+    backbone: Backbone,
+    pruned: Artefact,
+    prompt: SoftPromptModel,
+    artefact: Artefact,
+    task: TaskData,
+    method: MethodConfig,
+    train: TrainConfig,
+    store: ArtefactStore,
+) -> dict[str, float]:
+    """Recover a stored pruned model by a short LoRA instead of prompt retraining, and
+    return its metrics as a prompt trial reports them (dev and test accuracy).
+
+    §6.1 recovers the pruned model by retraining the prompt; on a text-first decoder the
+    prompt cannot reach the text's representations, which the removed neurons' constants
+    change too, so this third recovery adapts the pruned backbone itself: the trained
+    prompt is kept as it is, and a LoRA of the attention projections (`methods.add_lora`)
+    is trained with ``train`` from the trial's seed (stage ``pruned_lora``).
+
+    Args:
+        backbone: the original backbone the pruned model was made from (left untouched).
+        pruned: the stored pruned model (`pruned_model`).
+        artefact: the prompt's own trial, whose seed the LoRA keeps.
+    """
+    seed = artefact.json("config")["seed"]
+    settings = {"method": asdict(method), "train": asdict(train), "seed": seed}
+
+    def compute() -> tuple[dict[str, Tensor], dict[str, object]]:
+        small = load_pruned(pruned, backbone)
+        model = on_backbone(prompt, small)
+        model.prompt.requires_grad_(False)
+        parameters = add_lora(small, method.rank, method.alpha, seed)
+        result = train_prompt(
+            model, task.train, task.dev, train, seed, False, parameters=parameters
+        )
+        metrics = trial_metrics(model, result, task.test, train.eval_batch_size)
+        return trainable_state(model), {"history": result.history, "metrics": metrics}
+
+    upstream = [pruned.key, artefact.key, task.key]
+    return dict(store.cached("pruned_lora", settings, compute, upstream).json("metrics"))
 
 
 def chosen_point(

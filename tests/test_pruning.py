@@ -431,6 +431,44 @@ def test_front_rows_retrain_each_point_on_its_stored_pruned_model(store) -> None
     assert row["test_recovered"] == pytest.approx(100 * again.json("metrics")["test_accuracy"])
 
 
+def test_lora_recovery_adapts_a_copy_of_the_pruned_model_and_keeps_the_prompt(store) -> None:
+    from helpers import engine, methods
+
+    model, task = _prompt_and_task()
+    train = tuning.TrainConfig(max_steps=2, eval_every=1, batch_size=3, learning_rate=0.1)
+    artefact = prompt_trials.run_trial(model.backbone, task, model.config, train, 4, store, False)
+    prompt = prompt_trials.load_prompt(artefact, model.backbone)
+    before = prompt.prompt.detach().clone()
+    digest = engine.weights_digest(model.backbone.model)
+    skill = predictivity.select(torch.rand(model.backbone.n_layers, model.backbone.ffn_width), 0.25)
+    config = pruning.PruneConfig(0.25, 0.5, "text")
+    _, pruned = pruning.pruned_model(model.backbone, skill, torch.zeros(skill.shape), config, store)
+    method = methods.MethodConfig("lora", rank=2)
+    found = pruning.lora_recovery(
+        model.backbone, pruned, prompt, artefact, task, method, train, store
+    )
+    assert torch.equal(prompt.prompt, before)  # the prompt is kept as it is
+    assert engine.weights_digest(model.backbone.model) == digest  # the original untouched
+    (stored,) = list(store.root.joinpath("pruned_lora").iterdir())
+    lora = store.load("pruned_lora", stored.name)
+    assert lora.meta["upstream"] == [pruned.key, artefact.key, task.key]
+    state = lora.tensors()
+    assert state and all(".lora_" in name for name in state)
+    # Rebuilt from what is stored, the adapted model scores what was reported.
+    small = pruning.load_pruned(pruned, model.backbone)
+    rebuilt = prompt_trials.on_backbone(prompt, small)
+    methods.add_lora(small, method.rank, method.alpha, 0)
+    named = dict(small.model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            named[name].copy_(value)
+    assert rebuilt.evaluate(task.test).accuracy == pytest.approx(found["test_accuracy"])
+    again = pruning.lora_recovery(
+        model.backbone, pruned, prompt, artefact, task, method, train, store
+    )
+    assert again == found and len(list(store.root.joinpath("pruned_lora").iterdir())) == 1
+
+
 def test_a_pruned_model_of_different_widths_per_layer_reloads_from_its_safetensors(store) -> None:
     tiny = models.tiny_backbone("llama")
     skill = torch.zeros(tiny.n_layers, tiny.ffn_width, dtype=torch.bool)
