@@ -590,13 +590,7 @@ def register_file_task(
                     f"task file {file} has no column {column!r}: {raw.column_names}{hint}"
                 )
         values = raw[label_column]
-        unlabelled = [i for i, v in enumerate(values) if v is None or not str(v).strip()]
-        if unlabelled:
-            first = unlabelled[0] + (2 if kind == "csv" else 1)  # a CSV's first row is its header
-            raise TaskFileError(
-                f"task file {file}: {len(unlabelled)} examples have no {label_column!r} "
-                f"(the first on line {first}); fill or remove them"
-            )
+        _refuse_blank(file, label_column, values)
         names = list(label_names) if label_names else sorted({str(v) for v in values})
         if all(isinstance(v, str) for v in values):
             unknown = sorted({v for v in values if v not in names})
@@ -619,13 +613,7 @@ def register_file_task(
                 )
             names = list(label_names) if label_names else [str(v) for v in range(count)]
         texts = raw[text_column]
-        empty = [i for i, text in enumerate(texts) if text is None or not str(text).strip()]
-        if empty:
-            first = empty[0] + (2 if kind == "csv" else 1)  # a CSV's first row is its header
-            raise TaskFileError(
-                f"task file {file}: {len(empty)} examples have no {text_column!r} "
-                f"(the first on line {first}); fill or remove them"
-            )
+        _refuse_blank(file, text_column, texts)
         present = set(labels)
         missing = [name for i, name in enumerate(names) if i not in present]
         if missing:
@@ -665,6 +653,18 @@ def register_file_task(
     _check_words(file, spec.label_names, natural_words)
     TASKS[name] = spec
     return spec
+
+
+def _refuse_blank(file: Path, column: str, values: Sequence[object]) -> None:
+    """Refuse a file whose ``column`` is missing or blank in some examples, naming how
+    many and the line of the first."""
+    blank = [i for i, value in enumerate(values) if value is None or not str(value).strip()]
+    if blank:
+        first = blank[0] + (2 if file.suffix == ".csv" else 1)  # a CSV's first row is its header
+        raise TaskFileError(
+            f"task file {file}: {len(blank)} examples have no {column!r} "
+            f"(the first on line {first}); fill or remove them"
+        )
 
 
 def _check_words(file: Path, names: Sequence[str], words: Sequence[str] | None) -> None:

@@ -404,7 +404,6 @@ def _own_files(folder: Path) -> list[str]:
 @pytest.mark.notebooks
 def test_a_profile_of_your_own_model_and_files_runs_the_whole_book(tmp_path: Path) -> None:
     """A local model folder and four CSV tasks over two types, none of them built in."""
-    import yaml
 
     from helpers import models
 
@@ -412,9 +411,19 @@ def test_a_profile_of_your_own_model_and_files_runs_the_whole_book(tmp_path: Pat
     tiny = models.tiny_backbone("llama", words=(*models.TINY_WORDS, "0", "1", "2", "3"))
     tiny.model.save_pretrained(tmp_path / "model")
     tiny.tokenizer.save_pretrained(tmp_path / "model")
+    rows = _run_tiny_book(
+        tmp_path, {"backbone": str(tmp_path / "model"), "tasks": _own_files(tmp_path)}
+    )
+    assert rows[1]["parameters"]["backbone"].endswith("model")
+
+
+def _run_tiny_book(tmp_path: Path, mine: dict[str, object]) -> list[dict[str, object]]:
+    """Execute every chapter under a profile of one's own on a tiny model, at the ci
+    profile's step counts and tiny sizes; check that no cell failed."""
+    import yaml
+
     ci = runner.load_profile("ci")
-    own = {k: v for k, v in ci.items() if not k.endswith(("_task", "_tasks"))}
-    own |= {"backbone": str(tmp_path / "model"), "tasks": _own_files(tmp_path)}
+    own = {k: v for k, v in ci.items() if not k.endswith(("_task", "_tasks"))} | mine
     own |= {"train_size": 60, "dev_size": 30, "test_size": 30, "stability_count": 20}
     own |= {"max_text_tokens": 16}  # the tiny model has 128 positions
     profile = tmp_path / "mine.yaml"
@@ -422,13 +431,13 @@ def test_a_profile_of_your_own_model_and_files_runs_the_whole_book(tmp_path: Pat
     executed = tmp_path / "_build" / "executed"
     rows = runner.execute(str(profile), executed, extra={"store_dir": str(tmp_path / "store")})
     assert [row["notebook"] for row in rows] == [nb.stem for nb in NOTEBOOKS]
-    assert rows[1]["parameters"]["backbone"].endswith("model")
     for notebook in NOTEBOOKS:
         cells = nbformat.read(executed / notebook.name, as_version=4).cells
         errors = [
             o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
         ]
         assert not errors, (notebook.name, errors[:1])
+    return rows
 
 
 def _readme_profile() -> dict[str, object]:
@@ -445,7 +454,6 @@ def _readme_profile() -> dict[str, object]:
 def test_the_readme_profile_of_your_own_runs_the_whole_book(tmp_path: Path) -> None:
     """The README's example as written (registry tasks beside a CSV file of one's own, no
     amazon), with only its two paths pointed at a tiny model and a tiny file."""
-    import yaml
 
     from helpers import models
 
@@ -458,22 +466,5 @@ def test_the_readme_profile_of_your_own_runs_the_whole_book(tmp_path: Path) -> N
     tiny.model.save_pretrained(tmp_path / "model")
     tiny.tokenizer.save_pretrained(tmp_path / "model")
     own = {p.name: p for p in map(Path, _own_files(tmp_path))}
-    mine = {
-        "backbone": str(tmp_path / "model"),
-        "tasks": [str(own[t]) if t in files else t for t in tasks],
-    }
-    ci = runner.load_profile("ci")
-    mine |= {k: v for k, v in ci.items() if not k.endswith(("_task", "_tasks"))}
-    mine |= {"train_size": 60, "dev_size": 30, "test_size": 30, "stability_count": 20}
-    mine |= {"max_text_tokens": 16}  # the tiny model has 128 positions
-    profile = tmp_path / "mine.yaml"
-    profile.write_text(yaml.safe_dump(mine))
-    executed = tmp_path / "_build" / "executed"
-    rows = runner.execute(str(profile), executed, extra={"store_dir": str(tmp_path / "store")})
-    assert [row["notebook"] for row in rows] == [nb.stem for nb in NOTEBOOKS]
-    for notebook in NOTEBOOKS:
-        cells = nbformat.read(executed / notebook.name, as_version=4).cells
-        errors = [
-            o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
-        ]
-        assert not errors, (notebook.name, errors[:1])
+    tasks = [str(own[t]) if t in files else t for t in tasks]
+    _run_tiny_book(tmp_path, {"backbone": str(tmp_path / "model"), "tasks": tasks})
