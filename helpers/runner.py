@@ -320,7 +320,7 @@ def task_problem(name: object, root: Path = ROOT) -> str | None:
         return f"tasks names the file {name!r}, which does not exist (looked for {file})"
     try:
         data.check_task_file(file)
-    except data.TaskFileError as error:
+    except ValueError as error:  # TaskFileError, LabelWordError, SplitError: each names the file
         return str(error)
     return None
 
