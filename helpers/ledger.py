@@ -12,7 +12,8 @@ units. Its 95% interval depends on what the row's numbers are:
   tasks; the interval covers the measurement: which examples were drawn, which trials
   and which random draws (a normal interval from each unit's standard error,
   `Effect.errors`). Paired comparisons on the same examples use each example's outcome
-  (chapter 03 keeps them); comparisons whose per-example outcomes are not kept count
+  (Tab. 1 from chapters 01 and 02, the sweeps of chapter 03), with the spread over
+  trials or random draws added; comparisons whose per-example outcomes are not kept count
   the two accuracies as independent, which can only widen the interval. The table also
   shows Student's t over the units ("across units"), which asks instead whether the
   effect would generalise to other tasks like these;
@@ -237,6 +238,16 @@ def _tab1(results: Results) -> Effect:
     paper_gap = _mean(
         [paper.TABLE1_NEURON[t][0] - paper.TABLE1_PROMPT[t][0] for t in paper.TABLE1_PROMPT]
     )
+    prompt_correct = results.get("01_prompt_tuning", {}).get("test_correct", {})
+    neuron_correct = found.get("top_neuron_correct", {}).get(tables.TOP_SOFT_NEURON, {})
+    if units and all(task in prompt_correct and task in neuron_correct for task in units):
+        errors = {}
+        for task in units:  # trials in seed order in both chapters, paired on the examples
+            neuron = correct_matrix([{"correct": c} for c in neuron_correct[task]])
+            prompt = correct_matrix([{"correct": c} for c in prompt_correct[task]])
+            differences = neuron - prompt  # [trial, example]
+            errors[task] = 100 * paired_error(differences.mean(axis=0), differences.mean(axis=1))
+        return Effect(units, -3.0, paper_gap, "points", errors)
     sizes, prompts = _test_sizes(results), results.get("01_prompt_tuning", {}).get("trials")
     neurons = found.get("top_neuron_trials", {}).get(tables.TOP_SOFT_NEURON)
     errors = None

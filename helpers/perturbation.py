@@ -316,13 +316,12 @@ def sweep(
     def row(
         name: str, draw: int, fraction: float, scored: Evaluation, chosen: Tensor | None
     ) -> dict[str, object]:
-        correct = scored.labels == scored.predictions
         found: dict[str, object] = {
             "order": name,
             "draw": draw,
             "fraction": fraction,
             "accuracy": scored.accuracy,
-            "correct": "".join("1" if c else "0" for c in correct),
+            "correct": scored.outcomes,
         }
         if large is not None:
             found["massive"] = 0 if chosen is None else int((chosen & large).sum())

@@ -25,6 +25,7 @@ from helpers.engine import Pooling, TextCaches
 from helpers.models import Backbone
 from helpers.prompting import PromptConfig, SoftPromptModel, hand_written_config
 from helpers.store import Artefact, ArtefactStore
+from helpers.zeroshot import outcome_string
 
 Selection = Literal["per_layer", "global"]
 Positions = Literal["prompt", "soft"]
@@ -377,6 +378,7 @@ def top_neuron(
                 "neuron": neuron,
                 "position": position,
                 "dev_predictivity": score,
+                "positive": positive,
                 "test_accuracy": test_acc if positive else 1 - test_acc,
             }
         )
@@ -435,7 +437,20 @@ def logistic_accuracy(
     test_y: Tensor,
     steps: int = 200,
 ) -> float:
-    """Fit a multinomial logistic regression on train, return its accuracy on test.
+    """Fit a multinomial logistic regression on train, return its accuracy on test
+    (`logistic_outcomes`)."""
+    return float(logistic_outcomes(train_x, train_y, test_x, test_y, steps).float().mean())
+
+
+def logistic_outcomes(
+    train_x: Float[Tensor, "n feature"],
+    train_y: Tensor,
+    test_x: Float[Tensor, "m feature"],
+    test_y: Tensor,
+    steps: int = 200,
+) -> Bool[Tensor, " m"]:
+    """Fit a multinomial logistic regression on train, return whether it is right on each
+    test example.
 
     Features are standardised with the training mean and std. Used for the multi-class
     "skill neuron" accuracy of Tab. 1: the top neuron of each binary subtask as features.
@@ -444,6 +459,8 @@ def logistic_accuracy(
     x, x_test = (train_x - mean) / std, (test_x - mean) / std
     classes = int(max(int(train_y.max()), int(test_y.max()))) + 1
     linear = torch.nn.Linear(x.shape[1], classes)
+    torch.nn.init.zeros_(linear.weight)  # a convex fit: a fixed start makes it repeatable
+    torch.nn.init.zeros_(linear.bias)
     optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=steps)
 
     def closure() -> Tensor:
@@ -454,7 +471,7 @@ def logistic_accuracy(
 
     optimizer.step(closure)
     with torch.no_grad():
-        return float((linear(x_test).argmax(1) == test_y).float().mean())
+        return linear(x_test).argmax(1) == test_y
 
 
 def multiclass_top_neurons(
@@ -482,8 +499,13 @@ def multiclass_top_neurons(
         test_x = neuron_values(model, test, neurons, batch_size, caches)
         train_y = torch.tensor(list(train["label"]))
         test_y = torch.tensor(list(test["label"]))
+        right = logistic_outcomes(train_x, train_y, test_x, test_y)
         rows.append(
-            {"trial": trial, "test_accuracy": logistic_accuracy(train_x, train_y, test_x, test_y)}
+            {
+                "trial": trial,
+                "test_accuracy": float(right.float().mean()),
+                "test_correct": outcome_string(right.numpy()),
+            }
         )
     return rows
 
@@ -508,6 +530,40 @@ def top_accuracy(
         return [row["test_accuracy"] for row in top_neuron(artefacts, "binary", mask)]
     rows = multiclass_top_neurons(artefacts, models_, fit, test, mask, batch_size, caches)
     return [row["test_accuracy"] for row in rows]
+
+
+def top_outcomes(
+    artefacts: Sequence[Artefact],
+    models_: Sequence[SoftPromptModel],
+    fit: Dataset,
+    test: Dataset,
+    mask: Bool[Tensor, " prompt"] | None = None,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> list[str]:
+    """Return the top skill neuron's outcome on every test example per trial
+    (`zeroshot.outcome_string`), the per-example form of `top_accuracy`, for a comparison
+    with the prompt paired on the same examples.
+
+    Binary tasks: the neuron's activation at its dev-chosen position against its
+    baseline (eq. 4), oriented by dev (`top_neuron`). Multi-class tasks: the logistic
+    regression of `multiclass_top_neurons`.
+
+    Paper: Tab. 1.
+    """
+    if views(artefacts[0]) != ["binary"]:
+        rows = multiclass_top_neurons(artefacts, models_, fit, test, mask, batch_size, caches)
+        return [str(row["test_correct"]) for row in rows]
+    labels = torch.tensor(list(test["label"])).bool()
+    outcomes = []
+    picks = top_neuron(artefacts, "binary", mask)
+    for pick, artefact, model in zip(picks, artefacts, models_, strict=True):
+        neuron = (int(pick["layer"]), int(pick["position"]), int(pick["neuron"]))
+        baseline = artefact.tensors()["binary/baseline"][neuron[0], neuron[1], neuron[2]]
+        above = neuron_values(model, test, [neuron], batch_size, caches)[:, 0] > baseline
+        predicted = above if pick["positive"] else ~above
+        outcomes.append(outcome_string((predicted == labels).numpy()))
+    return outcomes
 
 
 def scored_mask(model: SoftPromptModel, positions: Positions = "prompt") -> Bool[Tensor, " prompt"]:

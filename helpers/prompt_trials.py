@@ -82,14 +82,17 @@ def trial_metrics(
     batch_size: int = 32,
     caches: TextCaches | None = None,
 ) -> dict[str, float]:
-    """A trained model's metrics: its best step and dev accuracy, and its test accuracy
-    and balanced accuracy (every tuning method reports the same ones)."""
+    """A trained model's metrics: its best step and dev accuracy, its test accuracy and
+    balanced accuracy (every tuning method reports the same ones), and its outcome on
+    each test example (``test_correct``, `zeroshot.outcome_string`), for comparisons
+    paired on the same examples."""
     scored = model.evaluate(test, batch_size, caches=caches)
     return {
         "best_step": result.best_step,
         "dev_accuracy": result.best_dev,
         "test_accuracy": scored.accuracy,
         "test_balanced_accuracy": scored.balanced_accuracy,
+        "test_correct": scored.outcomes,
     }
 
 
@@ -309,6 +312,12 @@ def trial_rows(artefacts: Sequence[Artefact]) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def test_outcomes(artefacts: Sequence[Artefact]) -> list[str]:
+    """Each trial's outcome on every test example (``test_correct`` of `trial_metrics`), in
+    the artefacts' order: the prompt's side of a comparison paired on the same examples."""
+    return [str(artefact.json("metrics")["test_correct"]) for artefact in artefacts]
 
 
 def history_rows(artefacts: Sequence[Artefact]) -> list[dict[str, object]]:

@@ -47,6 +47,18 @@ class Evaluation:
         """Mean recall over the classes present in ``labels``."""
         return balanced_accuracy(self.labels, self.predictions)
 
+    @property
+    def outcomes(self) -> str:
+        """Each example's outcome in split order (`outcome_string`)."""
+        return outcome_string(self.labels == self.predictions)
+
+
+def outcome_string(correct: np.ndarray | Sequence[bool]) -> str:
+    """Per-example outcomes as a string of 0s and 1s (1: right), in split order: compact
+    in a JSON results file, and read back by `perturbation.correct_matrix` for paired
+    comparisons of two classifiers on the same examples."""
+    return "".join("1" if bool(c) else "0" for c in np.asarray(correct).reshape(-1))
+
 
 def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     """Return the mean per-class recall (chance is 1 / classes whatever the balance)."""

@@ -233,6 +233,20 @@ def test_tab1_errors_combine_the_examples_and_the_trials() -> None:
     assert effect.errors == pytest.approx({"a": 100 * ledger.trial_error(within, [0.0, -0.1])})
 
 
+def test_tab1_pairs_the_neuron_and_the_prompt_on_each_example() -> None:
+    results = {
+        "01_prompt_tuning": {"test_correct": {"a": ["1000", "1011"]}},
+        "02_neuron_discovery": {
+            "table1": [{"task": "a", "prompt tuning": 50.0, "top soft neuron": 50.0}],
+            "top_neuron_correct": {"top soft neuron": {"a": ["1100", "1010"]}},
+        },
+    }
+    # differences per trial: 0,1,0,0 and 0,0,0,-1; per example over trials 0,.5,0,-.5
+    # (variance 1/6 over 4 examples), trial means .25 and -.25 (variance 1/8 over 2)
+    expected = 100 * math.sqrt((1 / 6) / 4 + (1 / 8) / 2)
+    assert ledger._tab1(results).errors == pytest.approx({"a": expected})
+
+
 def test_units_to_decide_shrinks_the_interval_past_the_nearer_bar() -> None:
     values = [-4.0, 0.0, 4.0, 8.0]  # mean 2, null 0, paper 8: "below the paper" is nearer
     effect = ledger.Effect(dict(zip("abcd", values, strict=True)), 0.0, 8.0, "points")

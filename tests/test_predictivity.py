@@ -390,3 +390,32 @@ def test_a_four_class_task_gets_its_own_views_through_the_probe(store) -> None:
     assert predictivity.views(artefact) == [f"{n}_vs_rest" for n in names]
     skill = predictivity.skill_neurons([artefact], count=8)
     assert skill.sum(dim=1).tolist() == [8, 8]  # two from each of the four views, per layer
+
+
+@pytest.mark.parametrize("three_classes", [False, True])
+def test_top_outcomes_count_to_the_top_neurons_test_accuracy(three_classes: bool, store) -> None:
+    from helpers import models, prompting
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, three_classes)
+    words = ("negative", "neutral", "positive") if three_classes else ("negative", "positive")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8, label_words=words)
+    prompts = [prompting.SoftPromptModel(tiny, config, seed=s) for s in range(2)]
+    probe_config = predictivity.ProbeConfig(baseline_size=20, batch_size=8)
+    runs = [
+        predictivity.probe(m, task, probe_config, store, {"seed": s}) for s, m in enumerate(prompts)
+    ]
+    args = (runs, prompts, task.train, task.test)
+    outcomes = predictivity.top_outcomes(*args)
+    accuracies = predictivity.top_accuracy(*args)
+    assert [len(o) for o in outcomes] == [len(task.test)] * 2
+    # the per-example outcomes count up to the accuracy the probe (or the fit) reports
+    counted = [o.count("1") / len(o) for o in outcomes]
+    assert counted == pytest.approx(accuracies, abs=1e-6)
+    if not three_classes:  # and each is the oriented threshold rule of eq. 4 on that example
+        pick = predictivity.top_neuron(runs, "binary")[0]
+        neuron = (pick["layer"], pick["position"], pick["neuron"])
+        value = predictivity.neuron_values(prompts[0], task.test, [neuron])[:, 0]
+        above = value > runs[0].tensors()["binary/baseline"][neuron]
+        right = (above == torch.tensor(task.test["label"]).bool()) == pick["positive"]
+        assert outcomes[0] == "".join("1" if r else "0" for r in right.tolist())
