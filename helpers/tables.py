@@ -79,6 +79,29 @@ def table1(
     )
 
 
+def agreement(
+    first: Mapping[str, Sequence[str]], second: Mapping[str, Sequence[str]], names: tuple[str, str]
+) -> pd.DataFrame:
+    """How two classifiers' outcomes on the same test examples split, one row per task: the
+    share (%) of examples both get right, only one of them, or neither, mean over trials.
+
+    Args:
+        first, second: per task, each trial's per-example outcomes (strings of 0s and 1s,
+            `zeroshot.outcome_string`), trials in the same order on both sides.
+        names: the two classifiers' names, for the columns.
+    """
+    rows = {}
+    for task, outcomes in first.items():
+        shares = np.zeros(4)
+        for a, b in zip(outcomes, second[task], strict=True):
+            x = np.frombuffer(a.encode(), np.uint8) == ord("1")
+            y = np.frombuffer(b.encode(), np.uint8) == ord("1")
+            shares += [np.mean(x & y), np.mean(x & ~y), np.mean(~x & y), np.mean(~x & ~y)]
+        rows[task] = 100 * shares / len(outcomes)
+    columns = ["both right", f"{names[0]} only", f"{names[1]} only", "both wrong"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
 def table3(
     rows: Sequence[Mapping[str, Any]], chance: Mapping[str, float], tuned: pd.Series
 ) -> pd.DataFrame:

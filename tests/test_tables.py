@@ -63,3 +63,10 @@ def test_table4_means_over_trials_and_the_speed_up_per_task() -> None:
     assert table.loc["a", f"{tables.PRUNED} std"] == pytest.approx(math.sqrt(2))
     assert table.loc["b", tables.SPEED_UP] == 1.4
     assert math.isnan(table.loc["a", tables.PAPER_SPEED_UP])  # "a" stands for no paper task
+
+
+def test_agreement_splits_the_examples_by_who_is_right() -> None:
+    found = tables.agreement({"a": ["1100", "1111"]}, {"a": ["1010", "0000"]}, ("x", "y"))
+    # trial 0: both 1, x only 1, y only 1, neither 1; trial 1: x only 4 (of 4)
+    assert found.loc["a"].tolist() == pytest.approx([12.5, 62.5, 12.5, 12.5])
+    assert list(found.columns) == ["both right", "x only", "y only", "both wrong"]
