@@ -476,7 +476,8 @@ def _tab4_speed(results: Results) -> Effect:
 
 def _transfer(results: Results) -> Effect:
     found = results["06_transferability"]
-    skill, on = found["per_target"]["skill-neuron ON"], found["per_target"]["ON"]
+    per_target = found.get("per_target_by_prompt", found["per_target"])  # sources: prompts
+    skill, on = per_target["skill-neuron ON"], per_target["ON"]
     units = {t: a - b for t, a, b in zip(found["tasks"], skill, on, strict=True)}
     return Effect(
         units,
@@ -608,7 +609,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "§6.2",
         "Overlap of activated skill neurons predicts prompt transfer better than ON.",
-        "Spearman ρ of skill-neuron ON with transfer minus ρ of ON, per target task",
+        "Spearman ρ of skill-neuron ON with transfer minus ρ of ON, per target task, over "
+        "the prompts of the other tasks (every trial a source)",
         "null: no difference",
         "06_transferability",
         "which-indicator-predicts-transfer",

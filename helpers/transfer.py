@@ -109,25 +109,48 @@ def token_similarity(a: SoftPromptModel, b: SoftPromptModel) -> float:
     return float((a.prompt.detach() @ b.prompt.detach().T).max())
 
 
-def pairwise(
+def prompt_owners(prompts: Mapping[str, Sequence[object]]) -> list[int]:
+    """The task (its index in ``prompts``) of each source prompt, in the order of the rows
+    of a prompt-level matrix: every trial of the first task, then of the next."""
+    return [t for t, runs in enumerate(prompts.values()) for _ in runs]
+
+
+def task_means(
+    per_prompt: Float[Tensor, "prompt target"], owners: Sequence[int]
+) -> Float[Tensor, "source target"]:
+    """A prompt-level matrix averaged over each source task's prompts (rows of one owner)."""
+    index = torch.tensor(list(owners))
+    return torch.stack([per_prompt[index == t].mean(dim=0) for t in range(int(index.max()) + 1)])
+
+
+def prompt_pairwise(
     prompts: Mapping[str, Sequence[object]],
     score: Callable[[str, int, str, int], float],
-) -> Float[Tensor, "source target"]:
-    """A source × target matrix: ``score(source, i, target, j)`` averaged over trial pairs.
+) -> Float[Tensor, "prompt target"]:
+    """A source-prompt × target-task matrix: ``score(source, i, target, j)`` averaged over
+    the target's trials ``j``, one row per source prompt (`prompt_owners`).
 
     ``prompts`` gives each task's trials (prompt models, or their activation states): only
     how many each task has is read here; ``score`` reads the trials themselves."""
     names = list(prompts)
-    out = torch.zeros(len(names), len(names))
-    for s, source in enumerate(names):
-        for t, target in enumerate(names):
-            values = [
-                score(source, i, target, j)
-                for i in range(len(prompts[source]))
-                for j in range(len(prompts[target]))
-            ]
-            out[s, t] = float(np.mean(values))
-    return out
+    rows = [
+        [
+            float(np.mean([score(source, i, target, j) for j in range(len(prompts[target]))]))
+            for target in names
+        ]
+        for source in names
+        for i in range(len(prompts[source]))
+    ]
+    return torch.tensor(rows)
+
+
+def pairwise(
+    prompts: Mapping[str, Sequence[object]],
+    score: Callable[[str, int, str, int], float],
+) -> Float[Tensor, "source target"]:
+    """A source × target matrix: ``score(source, i, target, j)`` averaged over trial pairs
+    (`prompt_pairwise` averaged over each source task's prompts)."""
+    return task_means(prompt_pairwise(prompts, score), prompt_owners(prompts))
 
 
 def relative_transfer(
@@ -142,21 +165,30 @@ def relative_transfer(
 
 
 def target_correlations(
-    indicator: Float[Tensor, "source target"], transfer: Float[Tensor, "source target"]
+    indicator: Float[Tensor, "source target"],
+    transfer: Float[Tensor, "source target"],
+    owners: Sequence[int] | None = None,
 ) -> Float[Tensor, " target"]:
-    """Spearman correlation of an indicator with transfer, per target over the other sources.
+    """Spearman correlation of an indicator with transfer, per target over the sources that
+    are not the target itself.
+
+    The sources are the rows: source tasks (a task-level matrix, square), or with
+    ``owners`` source prompts (a prompt-level matrix, `prompt_owners` giving each row's
+    task), where the target's own prompts are left out.
 
     Paper: §6.2 (the averaged Spearman correlation, 0.53 for ON and 0.71 for skill-neuron
     ON). The paper does not say over what the correlation is taken; per target task over
     its source tasks is this book's reading (the question a user asks: which source
     prompt to start a target from).
     """
-    n = indicator.shape[0]
-    if n < 3:
+    owners = list(range(indicator.shape[0])) if owners is None else list(owners)
+    if len(owners) != indicator.shape[0]:
+        raise TransferError(f"{len(owners)} owners for {indicator.shape[0]} source rows")
+    if len(set(owners)) < 3:
         raise TransferError("correlations over sources need at least three tasks")
     rows = []
-    for t in range(n):
-        sources = [s for s in range(n) if s != t]
+    for t in range(indicator.shape[1]):
+        sources = [k for k, owner in enumerate(owners) if owner != t]
         rows.append(spearman(indicator[sources, t], transfer[sources, t]))
     return torch.stack(rows)
 
@@ -187,21 +219,27 @@ def check_task_count(tasks: Sequence[str]) -> None:
 
 
 def leave_one_out(
-    indicator: Float[Tensor, "source target"], transfer: Float[Tensor, "source target"]
+    indicator: Float[Tensor, "source target"],
+    transfer: Float[Tensor, "source target"],
+    owners: Sequence[int] | None = None,
 ) -> list[float]:
-    """Mean correlation with each task removed from both sources and targets in turn."""
-    n = indicator.shape[0]
+    """Mean correlation with each task removed from both sources and targets in turn (with
+    ``owners``, a prompt-level matrix: the task's prompts removed from the sources)."""
+    owners = list(range(indicator.shape[0])) if owners is None else list(owners)
+    n = indicator.shape[1]
     if n < MIN_TASKS:
         raise TransferError(f"leave-one-out needs at least {MIN_TASKS} tasks, got {n}")
     means = []
     for left in range(n):
-        keep = [k for k in range(n) if k != left]
-        sub_indicator, sub_transfer = indicator[keep][:, keep], transfer[keep][:, keep]
-        means.append(float(target_correlations(sub_indicator, sub_transfer).mean()))
+        rows = [k for k, owner in enumerate(owners) if owner != left]
+        columns = [t for t in range(n) if t != left]
+        kept = [owners[k] - (owners[k] > left) for k in rows]
+        sub_indicator, sub_transfer = indicator[rows][:, columns], transfer[rows][:, columns]
+        means.append(float(target_correlations(sub_indicator, sub_transfer, kept).mean()))
     return means
 
 
-def transfer_matrix(
+def prompt_transfer(
     store: ArtefactStore,
     trained: Mapping[str, Sequence[Artefact]],
     prompts: Mapping[str, Sequence[SoftPromptModel]],
@@ -210,9 +248,10 @@ def transfer_matrix(
     caches: TextCaches | None = None,
     words: VerbalizerStyle = "shared",
     size: int | None = None,
-) -> Float[Tensor, "source target"]:
-    """Transfer accuracy of every source task's prompts (mean over its trials) on every
-    target task; the diagonal is each task's own prompts. Each (prompt, target) accuracy
+) -> Float[Tensor, "prompt target"]:
+    """Transfer accuracy of every source prompt (every trial of every task, rows as
+    `prompt_owners`) on every target task; `task_means` gives the task-level matrix,
+    whose diagonal is each task's own prompts. Each (prompt, target) accuracy
     (`transfer_accuracy`) is computed once and kept in the store (stage ``transfer``),
     keyed by the prompt's artefact, the target's splits, the label words and ``size``.
 
@@ -232,18 +271,26 @@ def transfer_matrix(
 
     return torch.tensor(
         [
-            [
-                np.mean(
-                    [
-                        accuracy(a, p, target)
-                        for a, p in zip(trained[source], prompts[source], strict=True)
-                    ]
-                )
-                for target in targets.values()
-            ]
+            [accuracy(a, p, target) for target in targets.values()]
             for source in tqdm(prompts, desc="source tasks")
-        ]
+            for a, p in zip(trained[source], prompts[source], strict=True)
+        ],
+        dtype=torch.float64,
     )
+
+
+def _scores(
+    prompts: Mapping[str, Sequence[SoftPromptModel]],
+    states: Mapping[str, Sequence[Bool[Tensor, "layer ffn"]]],
+    skill: Mapping[str, Bool[Tensor, "layer ffn"]],
+) -> dict[str, Callable[[str, int, str, int], float]]:
+    """Each prompt-pair indicator as ``score(source, i, target, j)``."""
+    return {
+        "ON": lambda s, i, t, j: overlap_rate(states[s][i], states[t][j]),
+        "skill-neuron ON": lambda s, i, t, j: overlap_rate(states[s][i], states[t][j], skill[t]),
+        "prompt cosine": lambda s, i, t, j: prompt_cosine(prompts[s][i], prompts[t][j]),
+        "token similarity": lambda s, i, t, j: token_similarity(prompts[s][i], prompts[t][j]),
+    }
 
 
 def indicators(
@@ -255,19 +302,27 @@ def indicators(
     """The transfer indicators as source × target matrices, averaged over trial pairs: ON,
     ON restricted to the target's skill neurons, prompt cosine, token-wise similarity,
     and the tasks' skill-neuron similarity (chapter 04) as given."""
-    return {
-        "ON": pairwise(states, lambda s, i, t, j: overlap_rate(states[s][i], states[t][j])),
-        "skill-neuron ON": pairwise(
-            states, lambda s, i, t, j: overlap_rate(states[s][i], states[t][j], skill[t])
-        ),
-        "prompt cosine": pairwise(
-            prompts, lambda s, i, t, j: prompt_cosine(prompts[s][i], prompts[t][j])
-        ),
-        "token similarity": pairwise(
-            prompts, lambda s, i, t, j: token_similarity(prompts[s][i], prompts[t][j])
-        ),
-        "task similarity": task_similarity,
+    found = {
+        label: pairwise(prompts, score) for label, score in _scores(prompts, states, skill).items()
     }
+    return found | {"task similarity": task_similarity}
+
+
+def prompt_indicators(
+    prompts: Mapping[str, Sequence[SoftPromptModel]],
+    states: Mapping[str, Sequence[Bool[Tensor, "layer ffn"]]],
+    skill: Mapping[str, Bool[Tensor, "layer ffn"]],
+    task_similarity: Float[Tensor, "source target"],
+) -> dict[str, Float[Tensor, "prompt target"]]:
+    """`indicators` with one row per source prompt (`prompt_pairwise`, averaged over the
+    target's trials only); the task similarity, a property of the tasks, is repeated for
+    each prompt of a source task."""
+    found = {
+        label: prompt_pairwise(prompts, score)
+        for label, score in _scores(prompts, states, skill).items()
+    }
+    owners = torch.tensor(prompt_owners(prompts))
+    return found | {"task similarity": task_similarity[owners]}
 
 
 def indicator_rows(found: Mapping[str, Float[Tensor, "source target"]]) -> list[dict[str, object]]:
@@ -290,19 +345,21 @@ def correlation_rows(
     found: Mapping[str, Float[Tensor, "source target"]],
     transfer: Float[Tensor, "source target"],
     draws: int = 2000,
+    owners: Sequence[int] | None = None,
 ) -> tuple[list[dict[str, object]], dict[str, np.ndarray]]:
-    """Per indicator: the mean per-target Spearman ρ with transfer (`target_correlations`),
-    its bootstrap interval over targets, its range with one task left out and the
-    paper's value; and each indicator's per-target correlations.
+    """Per indicator: the mean per-target Spearman ρ with transfer (`target_correlations`,
+    over source tasks, or with ``owners`` over source prompts), its bootstrap interval
+    over targets, its range with one task left out and the paper's value; and each
+    indicator's per-target correlations.
 
     Paper: §6.2 (0.53 for ON, 0.71 for skill-neuron ON).
     """
     rows, per_target = [], {}
     for label, value in found.items():
-        correlations = target_correlations(value, transfer)
+        correlations = target_correlations(value, transfer, owners)
         per_target[label] = correlations.numpy()
         low, high = bootstrap_interval(correlations, draws)
-        left_out = leave_one_out(value, transfer)
+        left_out = leave_one_out(value, transfer, owners)
         rows.append(
             {
                 "indicator": label,

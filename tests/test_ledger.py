@@ -307,6 +307,16 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     assert all(r["to decide"].endswith(("units", "examples")) for r in undecided)
 
 
+def test_transfer_row_ranks_source_prompts_where_the_chapter_has_them() -> None:
+    by_task = {"ON": [0.5, 0.5, 0.5], "skill-neuron ON": [0.5, 0.5, 0.5]}
+    by_prompt = {"ON": [0.2, 0.4, 0.3], "skill-neuron ON": [0.5, 0.6, 0.6]}
+    found = {"tasks": ["a", "b", "c"], "per_target": by_task}
+    assert ledger._transfer({"06_transferability": found}).units == {"a": 0, "b": 0, "c": 0}
+    found["per_target_by_prompt"] = by_prompt
+    effect = ledger._transfer({"06_transferability": found})
+    assert effect.units == pytest.approx({"a": 0.3, "b": 0.2, "c": 0.3})
+
+
 def test_scaled_puts_the_null_at_zero_and_the_paper_at_one() -> None:
     row = {"estimate": 4.0, "low": 2.0, "high": 6.0, "null": 0.0, "paper": 8.0}
     assert ledger.scaled(row) == pytest.approx((0.5, 0.25, 0.75))

@@ -132,7 +132,7 @@ def test_pairwise_averages_over_trial_pairs() -> None:
     assert torch.allclose(matrix, torch.tensor([[1.0, 2.5], [2.5, 4.0]]))
 
 
-def test_transfer_matrix_is_computed_once_and_averages_source_trials(store) -> None:
+def test_transfer_is_computed_once_per_prompt_and_averaged_over_source_trials(store) -> None:
     tiny = models.tiny_backbone("llama")
     task = _task("rotten_tomatoes", [1, 0, 1, 0, 1, 0])
     config = prompting.PromptConfig(length=3, max_text_tokens=8)
@@ -143,17 +143,68 @@ def test_transfer_matrix_is_computed_once_and_averages_source_trials(store) -> N
 
     def matrix(size: int | None = None) -> torch.Tensor:
         trained, prompts = {"rotten_tomatoes": runs}, {"rotten_tomatoes": models_}
-        return transfer.transfer_matrix(store, trained, prompts, targets, 4, size=size)
+        per_prompt = transfer.prompt_transfer(store, trained, prompts, targets, 4, size=size)
+        return transfer.task_means(per_prompt, transfer.prompt_owners(prompts))
 
     first = matrix()
     each = [transfer.transfer_accuracy(m, task, batch_size=4) for m in models_]
     assert first.shape == (1, 1) and float(first[0, 0]) == pytest.approx(np.mean(each))
+    per_prompt = transfer.prompt_transfer(
+        store, {"rotten_tomatoes": runs}, {"rotten_tomatoes": models_}, targets, 4
+    )
+    assert per_prompt[:, 0].tolist() == pytest.approx(each)
     with torch.no_grad():
         models_[0].prompt.add_(5.0)  # a changed prompt under the same key: the stored value
     assert torch.equal(matrix(), first)
     # The size is part of the key: new values, on the first two test examples.
     head = [m.evaluate(task.test.select([0, 1]), batch_size=4).accuracy for m in models_]
     assert float(matrix(size=2)[0, 0]) == pytest.approx(np.mean(head))
+
+
+def test_prompt_level_matrices_have_a_row_per_source_prompt() -> None:
+    prompts = {"a": [0, 1], "b": [2]}
+    assert transfer.prompt_owners(prompts) == [0, 0, 1]
+    matrix = transfer.prompt_pairwise(prompts, lambda s, i, t, j: prompts[s][i] + prompts[t][j])
+    # rows a0, a1, b0; each averaged over the target's trials only
+    assert torch.allclose(matrix, torch.tensor([[0.5, 2.0], [1.5, 3.0], [2.5, 4.0]]))
+    assert torch.allclose(
+        transfer.task_means(matrix, [0, 0, 1]), torch.tensor([[1.0, 2.5], [2.5, 4.0]])
+    )
+
+
+def test_prompt_level_correlations_leave_out_the_targets_own_prompts() -> None:
+    # three tasks of two prompts each; the target's own rows would spoil a perfect ranking
+    owners = [0, 0, 1, 1, 2, 2]
+    measured = torch.tensor(
+        [[9.0, 1, 2], [9, 3, 4], [5, 9, 6], [7, 9, 8], [10, 11, 9], [12, 13, 9]]
+    )
+    indicator = measured.clone()
+    indicator[[0, 1], 0] = -9.0  # the target's own prompts: not among its sources
+    found = transfer.target_correlations(indicator, measured, owners)
+    assert found.tolist() == pytest.approx([1.0, 1.0, 1.0])
+    reversed_ = transfer.target_correlations(-measured, measured, owners)
+    assert reversed_.tolist() == pytest.approx([-1.0, -1.0, -1.0])
+    # by hand for target 0: sources are rows 2-5, ranks of 5,7,10,12 against 1,2,3,4 reversed
+    mixed = measured.clone()
+    mixed[2:, 0] = torch.tensor([4.0, 3.0, 1.0, 2.0])
+    expected = stats.spearmanr([5, 7, 10, 12], [4, 3, 1, 2]).statistic
+    assert float(transfer.target_correlations(measured, mixed, owners)[0]) == pytest.approx(
+        expected
+    )
+    with pytest.raises(ValueError, match="5 owners for 6 source rows"):
+        transfer.target_correlations(measured, measured, owners[:5])
+
+
+def test_prompt_level_leave_one_out_drops_the_tasks_prompts() -> None:
+    owners = [0, 0, 1, 1, 2, 2, 3, 3]
+    measured = torch.rand(8, 4, generator=torch.Generator().manual_seed(3))
+    assert transfer.leave_one_out(measured, measured, owners) == pytest.approx([1.0] * 4)
+    # with task 3 left out, what remains is the three-task prompt-level problem
+    noisy = measured + torch.rand(8, 4, generator=torch.Generator().manual_seed(4))
+    expected = transfer.target_correlations(noisy[:6, :3], measured[:6, :3], owners[:6])
+    assert transfer.leave_one_out(noisy, measured, owners)[3] == pytest.approx(
+        float(expected.mean())
+    )
 
 
 def test_indicator_and_correlation_rows_of_a_perfect_and_a_reversed_indicator() -> None:
