@@ -198,6 +198,29 @@ def _importance_rows(outcomes: dict[tuple[str, str], str]) -> list[dict]:
     return rows
 
 
+def test_selectivity_row_pairs_the_two_orders_at_the_largest_fraction() -> None:
+    sweeps = [
+        _sweep_row("a", "a", 0, 0.0, "1111"),
+        _sweep_row("a", "a", 0, 0.2, "0011"),
+        {**_sweep_row("a", "a", 0, 0.2, "0000"), "trial": 1},  # another trial: not compared
+        _sweep_row("b", "b", 0, 0.2, "0101"),
+    ]
+    chosen = [
+        _sweep_row("a", "selectivity index", 0, 0.0, "1111"),
+        _sweep_row("a", "selectivity index", 0, 0.2, "0111"),
+        _sweep_row("b", "selectivity index", 0, 0.2, "0101"),
+    ]
+    found = {"sweeps": sweeps, "selectivity_sweeps": chosen}
+    effect = ledger._fig15({"03_perturbation": found})
+    assert effect.units == pytest.approx({"a": 25.0, "b": 0.0})
+    expected = 100 * ledger.paired_error(np.array([0.0, 1.0, 0.0, 0.0]))
+    assert effect.errors == pytest.approx({"a": expected, "b": 0.0})
+    # the paper's selectivity curves lie on its random ones: its effect is Fig. 4's
+    assert effect.paper == pytest.approx(np.mean([r - o for o, r in paper.FIG4_AT_17.values()]))
+    with pytest.raises(ledger.LedgerError, match="b: the predictivity order"):
+        ledger._fig15({"03_perturbation": {**found, "sweeps": sweeps[:3]}})
+
+
 def test_fig6_errors_resample_the_examples_of_every_order_together() -> None:
     # a's own order breaks every example, the other order none: no resample changes that
     steady = _importance_rows({("a", "a"): "0000", ("a", "b"): "1111"})
