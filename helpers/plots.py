@@ -255,17 +255,24 @@ def pruning_front(
     front: pd.DataFrame, reference: Mapping[str, float], ax: Axes | None = None
 ) -> Figure:
     """Each task's candidate pruned models: test accuracy against measured speed-up,
-    after recovery (filled, joined) and with the prompt moved unchanged (hollow); the
-    point chosen on dev ringed, the paper's recipe crossed, and a dashed line at each
-    task's unpruned test accuracy (``reference``).
+    after the recovery chosen on dev (joined; a dot for prompt retraining, a triangle for
+    a LoRA) and with the prompt moved unchanged (hollow); the point chosen on dev ringed,
+    the paper's recipe crossed, and a dashed line at each task's unpruned test accuracy
+    (``reference``).
 
     ``front`` has columns ``task``, ``speedup``, ``test_recovered``, ``test_fold_only``,
-    ``chosen`` and ``recipe`` (booleans).
+    ``chosen`` and ``recipe`` (booleans), and optionally ``recovery`` (``"lora"`` or
+    the prompt retrained, as `pruning.lora_front` writes it).
     """
     fig, ax = _axes(ax)
     for i, (task, rows) in enumerate(front.groupby("task", sort=False)):
         rows, colour = rows.sort_values("speedup"), PALETTE[i % len(PALETTE)]
-        ax.plot(rows["speedup"], rows["test_recovered"], marker="o", color=colour, label=task)
+        ax.plot(rows["speedup"], rows["test_recovered"], color=colour, label=task)
+        by_lora = rows.get("recovery", pd.Series("", index=rows.index)) == "lora"
+        for recovered, marker in ((rows[~by_lora], "o"), (rows[by_lora], "^")):
+            ax.scatter(
+                recovered["speedup"], recovered["test_recovered"], marker=marker, color=colour
+            )
         ax.scatter(rows["speedup"], rows["test_fold_only"], facecolors="none", edgecolors=colour)
         ax.axhline(reference[task], color=colour, linestyle="--", linewidth=0.8)
         for flag, style in (("chosen", {"s": 220, "facecolors": "none"}), ("recipe", {"s": 90})):
@@ -276,7 +283,7 @@ def pruning_front(
             )
     ax.set_xlabel("measured speed-up over the original (×)")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(title="task")
+    ax.legend(title="task (triangles: LoRA)")
     return fig
 
 

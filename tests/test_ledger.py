@@ -270,6 +270,22 @@ def test_tab1_pairs_the_neuron_and_the_prompt_on_each_example() -> None:
     assert ledger._tab1(results).errors == pytest.approx({"a": expected})
 
 
+def test_chosen_pruned_model_is_paired_with_the_first_prompt_on_each_example() -> None:
+    results = _results()
+    results["01_prompt_tuning"] = {"test_correct": {"a": ["1100", "0000"]}}
+    chosen = [
+        {"task": "a", "test_recovered": 75.0, "unpruned_test": 50.0, "test_correct": "1110"},
+        {"task": "b", "test_recovered": 86.0, "unpruned_test": 90.0},  # no outcomes kept
+    ]
+    results["05_pruning"] = {**results["05_pruning"], "chosen": chosen}
+    effect = ledger._chosen_accuracy(results)
+    assert effect.units == pytest.approx({"a": 25.0, "b": -4.0})
+    # trial 0's outcomes, not trial 1's: the model differs on one example of four
+    paired = 100 * ledger.paired_error(np.array([0.0, 0.0, 1.0, 0.0]))
+    unpaired = 100 * ledger.binomial_error([0.86, 0.9], 5000)  # b: from the split size
+    assert effect.errors == pytest.approx({"a": paired, "b": unpaired})
+
+
 def test_units_to_decide_shrinks_the_interval_past_the_nearer_bar() -> None:
     values = [-4.0, 0.0, 4.0, 8.0]  # mean 2, null 0, paper 8: "below the paper" is nearer
     effect = ledger.Effect(dict(zip("abcd", values, strict=True)), 0.0, 8.0, "points")

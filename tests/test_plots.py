@@ -62,11 +62,12 @@ def test_pruning_front_marks_the_chosen_point_and_the_recipe() -> None:
                 "test_fold_only": f,
                 "chosen": c,
                 "recipe": p,
+                "recovery": how,
             }
-            for s, r, f, c, p in [
-                (1.2, 80.0, 79.0, False, False),
-                (1.6, 78.0, 60.0, True, False),
-                (1.9, 55.0, 50.0, False, True),
+            for s, r, f, c, p, how in [
+                (1.2, 80.0, 79.0, False, False, "prompt_retrained"),
+                (1.6, 78.0, 60.0, True, False, "lora"),
+                (1.9, 55.0, 50.0, False, True, "prompt_retrained"),
             ]
         ]
     )
@@ -76,6 +77,8 @@ def test_pruning_front_marks_the_chosen_point_and_the_recipe() -> None:
     assert list(line.get_xdata()) == [1.2, 1.6, 1.9] and list(line.get_ydata()) == [80, 78, 55]
     offsets = [c.get_offsets().tolist() for c in ax.collections]
     assert [[1.6, 78.0]] in offsets and [[1.9, 55.0]] in offsets  # chosen, recipe
+    assert [[1.2, 80.0], [1.9, 55.0]] in offsets  # recovered by the prompt: dots
+    assert offsets.count([[1.6, 78.0]]) == 2  # recovered by a LoRA: a triangle, and ringed
     assert [[1.2, 79.0], [1.6, 60.0], [1.9, 50.0]] in offsets  # fold only
     assert any(list(line.get_ydata()) == [81.0, 81.0] for line in ax.get_lines())
 

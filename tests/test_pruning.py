@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -427,8 +429,45 @@ def test_front_rows_retrain_each_point_on_its_stored_pruned_model(store) -> None
     assert len(retrained) == 1
     again = store.load("prompts", retrained[0].name)
     assert again.meta["upstream"][-1] == artefact.key
-    assert row["dev_recovered"] == pytest.approx(100 * again.json("metrics")["dev_accuracy"])
-    assert row["test_recovered"] == pytest.approx(100 * again.json("metrics")["test_accuracy"])
+    metrics = again.json("metrics")
+    assert row["dev_prompt_retrained"] == pytest.approx(100 * metrics["dev_accuracy"])
+    assert row["test_prompt_retrained"] == pytest.approx(100 * metrics["test_accuracy"])
+    assert row["recovery"] == "prompt_retrained" and row["test_correct"] == metrics["test_correct"]
+    assert (row["dev_recovered"], row["test_recovered"]) == (
+        row["dev_prompt_retrained"],
+        row["test_prompt_retrained"],
+    )
+
+
+def test_lora_front_trains_only_points_that_could_still_be_chosen(monkeypatch) -> None:
+    def point(name: str, flop_limit: float, dev: float) -> dict:
+        recovered = {"dev_recovered": dev, "test_recovered": dev - 1, "test_correct": "1"}
+        return {"point": name, "flop_limit": flop_limit, "pruned_key": name} | recovered
+
+    rows = [point("slow", 1.2, 80.0), point("mid", 1.6, 79.0), point("fast", 1.9, 60.0)]
+    rows.append(point("fastest", 2.1, 55.0))
+    lora_dev = {"slow": 0.9, "mid": 0.9, "fast": 0.79, "fastest": 0.5}
+    trained = []
+
+    def lora(backbone, pruned, *args) -> dict:
+        trained.append(pruned)
+        return {"dev_accuracy": lora_dev[pruned], "test_accuracy": 0.7, "test_correct": "0"}
+
+    monkeypatch.setattr(pruning, "lora_recovery", lora)
+    store = type("Store", (), {"load": lambda self, stage, key: key})()
+    found = pruning.lora_front(None, rows, None, None, None, None, None, store, 81.0, 3.0)
+    # prompt retraining alone chooses "mid" (79 >= 81 - 3): only faster points are trained
+    assert trained == ["fast", "fastest"]
+    assert [math.isnan(r["dev_lora"]) for r in found] == [True, True, False, False]
+    fast, fastest = found[2], found[3]
+    assert (fast["recovery"], fast["dev_recovered"], fast["test_recovered"]) == ("lora", 79.0, 70.0)
+    assert fast["test_correct"] == "0" and fastest["dev_lora"] == 50.0
+    assert fastest["dev_recovered"] == 55.0 and "recovery" not in fastest  # kept its own
+    assert pruning.chosen_point(found, 81.0, 3.0)["point"] == "fast"
+    # no point within the drop by prompt retraining: every point could still be chosen
+    trained.clear()
+    pruning.lora_front(None, rows, None, None, None, None, None, store, 95.0, 3.0)
+    assert trained == ["slow", "mid", "fast", "fastest"]
 
 
 def test_lora_recovery_adapts_a_copy_of_the_pruned_model_and_keeps_the_prompt(store) -> None:
