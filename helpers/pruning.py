@@ -698,11 +698,11 @@ def lora_front(
     """Recover front points (`front_rows`) by a LoRA too (`lora_recovery`), and keep, per
     point, the recovery more accurate on dev (prompt retraining on a tie).
 
-    Only the points that could still be chosen (`chosen_point`) are trained: those
-    faster (higher FLOP limit) than the point prompt retraining alone gives, when that
-    point is within ``max_drop`` of ``reference``; every point otherwise. The others get
-    NaN for ``dev_lora`` and ``test_lora``. A LoRA of the attention projections merges
-    into their weights, so it leaves the pruned model's shape and speed as they are.
+    Only the points that could still be chosen (`chosen_point`) are trained: the point
+    prompt retraining alone gives, when it is within ``max_drop`` of ``reference``, and
+    every faster one (higher FLOP limit); every point otherwise. The others get NaN for
+    ``dev_lora`` and ``test_lora``. A LoRA's update can be folded into the weights it
+    adapts (W + BA), so the recovered model keeps the pruned model's shape and speed.
     """
     alone = chosen_point(rows, reference, max_drop)
     within = float(alone["dev_recovered"]) >= reference - max_drop  # type: ignore[arg-type]
@@ -710,7 +710,7 @@ def lora_front(
     found = []
     for row in tqdm(rows, desc="LoRA on the front"):
         row = {**row, "dev_lora": math.nan, "test_lora": math.nan}
-        if float(row["flop_limit"]) > bar:  # type: ignore[arg-type]
+        if float(row["flop_limit"]) >= bar:  # type: ignore[arg-type]
             pruned = store.load("pruned", str(row["pruned_key"]))
             metrics = lora_recovery(backbone, pruned, prompt, artefact, task, method, train, store)
             row |= {"dev_lora": 100 * metrics["dev_accuracy"]}

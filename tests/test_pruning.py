@@ -456,10 +456,11 @@ def test_lora_front_trains_only_points_that_could_still_be_chosen(monkeypatch) -
     monkeypatch.setattr(pruning, "lora_recovery", lora)
     store = type("Store", (), {"load": lambda self, stage, key: key})()
     found = pruning.lora_front(None, rows, None, None, None, None, None, store, 81.0, 3.0)
-    # prompt retraining alone chooses "mid" (79 >= 81 - 3): only faster points are trained
-    assert trained == ["fast", "fastest"]
-    assert [math.isnan(r["dev_lora"]) for r in found] == [True, True, False, False]
-    fast, fastest = found[2], found[3]
+    # prompt retraining alone chooses "mid" (79 >= 81 - 3): it and faster points are trained
+    assert trained == ["mid", "fast", "fastest"]
+    assert [math.isnan(r["dev_lora"]) for r in found] == [True, False, False, False]
+    mid, fast, fastest = found[1], found[2], found[3]
+    assert mid["recovery"] == "lora" and mid["dev_recovered"] == 90.0  # LoRA better on dev
     assert (fast["recovery"], fast["dev_recovered"], fast["test_recovered"]) == ("lora", 79.0, 70.0)
     assert fast["test_correct"] == "0" and fastest["dev_lora"] == 50.0
     assert fastest["dev_recovered"] == 55.0 and "recovery" not in fastest  # kept its own
