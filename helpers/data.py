@@ -4,7 +4,8 @@ Every task, embedded, Hub or a local file, ends as the same structure: a
 `datasets.Dataset` per split with columns ``text``, ``text_pair`` (None for
 single-sentence tasks) and ``label`` (a `datasets.ClassLabel`, so the label names travel
 with the data). Splits are drawn with a seed derived by sha256 from the task name and a
-user seed (never Python's randomised ``hash()``, unlike the official code), stored as
+user seed (never Python's randomised ``hash()``, unlike the official code; a file of
+one's own stands for its name by its content, so moving it keeps its splits), stored as
 row indices in the artefact store and reused by every later stage.
 
 Paper: §2.3, App. A (tasks and splits); §3.2 (binary subtasks of multi-class tasks).
@@ -833,6 +834,13 @@ def _check_split(task: str, split: str, data: Dataset) -> None:
             f"task {task!r}: the {split} split holds a single class {sorted(classes)}; "
             "a classifier cannot be trained or scored on it"
         )
+    names = data.features["label"].names
+    absent = [name for i, name in enumerate(names) if i not in classes]
+    if absent:
+        raise SplitError(
+            f"task {task!r}: the {split} split ({len(data)} examples) has none of the "
+            f"classes {absent} (of {names}); give the task more examples of them"
+        )
 
 
 def load_task(
@@ -863,8 +871,12 @@ def load_task(
     if spec.files:
         config["content"] = {file.name: resources.sha256_file(file) for file in spec.files}
 
+    # A file's splits follow its content, not the path that names it: the same file in
+    # another folder (or under another name) gets the same splits.
+    drawn_for = "|".join(config["content"].values()) if spec.files else name
+
     def compute() -> tuple[dict, dict]:
-        chosen = split_indices(pools, sizes, stable_seed("splits", name, seed), balance)
+        chosen = split_indices(pools, sizes, stable_seed("splits", drawn_for, seed), balance)
         return {}, {"indices": {s: {"pool": p, "rows": r} for s, (p, r) in chosen.items()}}
 
     if store is not None:

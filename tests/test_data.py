@@ -110,6 +110,30 @@ def test_an_edited_task_file_gets_new_splits(tiny_csv: Path, store) -> None:
     assert data.load_task("mine", data.SplitSizes(8, 4, 4), seed=5, store=store).key == first.key
 
 
+def test_a_moved_task_file_keeps_its_splits(tmp_path: Path, tiny_csv: Path) -> None:
+    """The splits follow the file's content, not the path that names it."""
+    moved = tmp_path / "elsewhere" / "copy.csv"
+    moved.parent.mkdir()
+    moved.write_text(tiny_csv.read_text())
+    first = data.load_task(str(tiny_csv), data.SplitSizes(8, 4, 4), seed=5)
+    second = data.load_task(str(moved), data.SplitSizes(8, 4, 4), seed=5)
+    assert first.spec.name != second.spec.name
+    for split in data.SPLITS:
+        assert first.split(split)["text"] == second.split(split)["text"]
+    other = data.load_task(str(moved), data.SplitSizes(8, 4, 4), seed=6)
+    assert other.train["text"] != first.train["text"]
+
+
+def test_a_split_without_some_class_is_an_error_naming_it(tmp_path: Path) -> None:
+    """Three classes, the third with two examples: balanced splits of the other two are
+    possible, but some split must lack the third class; the error says which."""
+    rows = [f"t{i},{['bad', 'good'][i % 2]}" for i in range(40)] + ["r1,rare", "r2,rare"]
+    rare = tmp_path / "rare.csv"
+    rare.write_text("text,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(data.SplitError, match=r"split \(\d+ examples\) has none of the classes"):
+        data.load_task(str(rare), data.SplitSizes(None, None, None), balance=False)
+
+
 def test_file_task_structure(tiny_csv: Path) -> None:
     spec = data.register_file_task("mine", tiny_csv)
     assert spec.label_names == ("negative", "positive")
