@@ -501,3 +501,21 @@ def ledger_forest(
     )
     fig.tight_layout()
     return fig
+
+
+def interval_points(
+    frame: pd.DataFrame, xlabel: str, null: float = 0.0, ax: Axes | None = None
+) -> Figure:
+    """One row per index label: its ``mean`` as a dot and its ``low``-``high`` interval as
+    a bar, with the null marked (e.g. each score's accuracy cost against random neurons)."""
+    labels = [str(label) for label in frame.index]
+    fig, ax = _axes(ax, figsize=(6.0, 0.8 + 0.45 * len(labels)))
+    y = np.arange(len(labels))
+    ax.hlines(y, frame["low"], frame["high"], color="black", lw=1.2)
+    ax.scatter(frame["mean"], y, s=50, color=PALETTE[3], edgecolor="black", zorder=2)
+    ax.axvline(null, color="black", linewidth=0.8, linestyle="--")
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    return fig

@@ -341,7 +341,19 @@ def skill_neurons(
     mask: Bool[Tensor, " prompt"] | None = None,
 ) -> Bool[Tensor, "layer ffn"]:
     """Select a task's skill neurons from its probes; multi-class tasks share subtasks equally."""
-    scores = list(task_predictivity(artefacts, mask).values())
+    return select_views(
+        list(task_predictivity(artefacts, mask).values()), fraction, count, selection
+    )
+
+
+def select_views(
+    scores: Sequence[Float[Tensor, "layer ffn"]],
+    fraction: float | None = None,
+    count: int | None = None,
+    selection: Selection = "per_layer",
+) -> Bool[Tensor, "layer ffn"]:
+    """Select the top neurons by one score per binary (sub)task: `select` for one, else
+    equal shares of ``fraction``/``count`` from each (`select_multiclass`, §3.2)."""
     if len(scores) == 1:
         return select(scores[0], fraction, count, selection)
     share = None if count is None else count // len(scores)

@@ -252,6 +252,10 @@ RANGES: dict[str, Range] = {
     "latency_seq_lens": COUNT,
     "latency_repeats": COUNT,
     "on_threshold": Range(),
+    "top_count": COUNT,
+    "ablation_fractions": Range(0, 1),  # ablated shares: 0 is the unablated reference
+    "stability_draws": COUNT,
+    "redundancy_bar": Range(0, 1),
 }
 
 # Parameters that count trials chapter 01 trained: each may use at most ``trials``.

@@ -8,7 +8,8 @@ compared one to one:
   (eq. 4); the area under the ROC curve scores every threshold at once. Two-sided like
   eq. 5, ``max(AUC, 1 - AUC)``, and the maximum over the scored positions like eq. 6.
 - ``l1_probe``: one sparse logistic probe over every neuron at once (sparse probing,
-  Gurnee et al. 2023); a neuron scores its weight's magnitude on standardised inputs.
+  Gurnee et al. 2023), the sparsest that keeps a given number of neurons; a neuron
+  scores its weight's magnitude on standardised inputs.
   Unlike the univariate scores it gives redundant neurons little weight.
 - ``confidence``: a neuron's |Pearson correlation| with the prompt's own confidence
   (its label-logit difference) rather than with the label: what the model uses, not
@@ -21,7 +22,8 @@ and how two rankings agree (`agreement`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -31,14 +33,15 @@ from jaxtyping import Bool, Float
 from scipy import stats
 from torch import Tensor
 
-from helpers import engine
-from helpers.activations import NeuronError
+from helpers import engine, predictivity
+from helpers.activations import AccuracyAccumulator, NeuronError
 from helpers.checks import check_choice
 from helpers.engine import TextCaches
 from helpers.prompting import SoftPromptModel
 
 Score = Literal["auroc", "l1_probe", "confidence"]
 SCORES: tuple[Score, ...] = ("auroc", "l1_probe", "confidence")
+PREDICTIVITY = "predictivity"  # the paper's score, beside them in every table
 
 
 @torch.no_grad()
@@ -100,20 +103,32 @@ def correlation(acts: Float[Tensor, "n ..."], target: Float[Tensor, " n"]) -> Fl
 
 
 def l1_probe(
-    acts: Float[Tensor, "n ..."], labels: Tensor, strength: float = 0.05
+    acts: Float[Tensor, "n ..."], labels: Tensor, keep: int = 100, steps: int = 10
 ) -> Float[Tensor, " ..."]:
-    """Return each neuron's |weight| in an L1-regularised logistic probe on standardised
-    activations (scikit-learn, liblinear; ``strength`` is its ``C``: smaller is sparser)."""
-    from sklearn.linear_model import LogisticRegression
+    """Return each neuron's |weight| in the sparsest L1-regularised logistic probe (on
+    standardised activations) that keeps at least ``keep`` neurons.
 
-    if strength <= 0:
-        raise NeuronError(f"strength must be > 0, got {strength}")
+    The strength ``C`` starts at the smallest value that keeps any neuron
+    (`sklearn.svm.l1_min_c`) and doubles, at most ``steps`` times, until ``keep``
+    weights are non-zero (the last, densest fit if none does): a fixed ``C`` keeps no
+    neuron on few examples and hundreds on many.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import l1_min_c
+
+    if keep < 1:
+        raise NeuronError(f"keep must be >= 1, got {keep}")
     y = _binary(labels)
     x = acts.reshape(len(acts), -1).double()
     x = ((x - x.mean(0)) / x.std(0).clamp_min(1e-6)).numpy()
-    fit = LogisticRegression(C=strength, l1_ratio=1.0, solver="liblinear", max_iter=1000)
-    fit.fit(x, y)
-    return torch.from_numpy(np.abs(fit.coef_[0])).float().reshape(acts.shape[1:])
+    strength = float(l1_min_c(x, y, loss="log"))
+    for _ in range(steps):
+        strength *= 2
+        fit = LogisticRegression(C=strength, l1_ratio=1.0, solver="liblinear", max_iter=1000)
+        weights = np.abs(fit.fit(x, y).coef_[0])
+        if int((weights > 0).sum()) >= keep:
+            break
+    return torch.from_numpy(weights).float().reshape(acts.shape[1:])
 
 
 def over_positions(score: Float[Tensor, "layer prompt ffn"]) -> Float[Tensor, "layer ffn"]:
@@ -126,19 +141,20 @@ def score_neurons(
     acts: Float[Tensor, "n layer prompt ffn"],
     labels: Tensor,
     confidence: Float[Tensor, " n"] | None = None,
-    strength: float = 0.05,
+    keep: int = 100,
 ) -> Float[Tensor, "layer ffn"]:
     """Return one score per neuron, its best over the scored positions where it is
     scored per position (`auroc`, `correlation` with ``confidence``).
 
     ``l1_probe`` fits one probe on each neuron's mean over the scored positions (one
-    feature per neuron; the positions of one neuron are near copies of each other).
+    feature per neuron; the positions of one neuron are near copies of each other) that
+    keeps at least ``keep`` neurons.
     Predictivity itself comes from `helpers.predictivity`, thresholded at the training
     mean as the paper does.
     """
     check_choice("score", score, Score)
     if score == "l1_probe":
-        return l1_probe(acts.mean(dim=2), labels, strength)
+        return l1_probe(acts.mean(dim=2), labels, keep)
     if score == "confidence":
         if confidence is None:
             raise NeuronError("the confidence score needs the prompt's confidence per example")
@@ -146,15 +162,8 @@ def score_neurons(
     return over_positions(auroc(acts, labels))
 
 
-def top(score: Float[Tensor, "layer ffn"], count: int) -> Bool[Tensor, "layer ffn"]:
-    """Return the ``count`` best-scored neurons of the model (a stable sort: ties go to the
-    lower index)."""
-    if not 0 < count <= score.numel():
-        raise NeuronError(f"count must be in 1..{score.numel()}, got {count}")
-    order = torch.sort(score.flatten(), descending=True, stable=True).indices[:count]
-    chosen = torch.zeros(score.numel(), dtype=torch.bool)
-    chosen[order] = True
-    return chosen.reshape(score.shape)
+def _top(score: Float[Tensor, "layer ffn"], count: int) -> Bool[Tensor, "layer ffn"]:
+    return predictivity.select(score, count=count, selection="global")
 
 
 def agreement(
@@ -163,7 +172,7 @@ def agreement(
     """Return how two rankings of the same neurons agree: Spearman's ρ over every neuron and
     the share of the top ``count`` they have in common."""
     rho = stats.spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic
-    shared = int((top(a, count) & top(b, count)).sum()) / count
+    shared = int((_top(a, count) & _top(b, count)).sum()) / count
     return {"spearman": float(rho), "top_overlap": shared}
 
 
@@ -199,12 +208,12 @@ def bootstrap_stability(
     Args:
         rank: scores every neuron from the example rows it is given (a row index tensor).
     """
-    whole = top(rank(torch.arange(n)), count)
+    whole = _top(rank(torch.arange(n)), count)
     generator = torch.Generator().manual_seed(seed)
     overlaps = []
     for _ in range(draws):
         rows = torch.randint(n, (n,), generator=generator)
-        resampled = top(rank(rows), count)
+        resampled = _top(rank(rows), count)
         overlaps.append(int((whole & resampled).sum()) / int((whole | resampled).sum()))
     return overlaps
 
@@ -218,4 +227,172 @@ def agreement_rows(
         {"score": a, "other": b, **agreement(scores[a], scores[b], count)}
         for i, a in enumerate(names)
         for b in names[i + 1 :]
+    ]
+
+
+@torch.no_grad()
+def label_logits(
+    model: SoftPromptModel,
+    split: Dataset,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> Float[Tensor, "n label"]:
+    """Return the prompt's label-word logits per example (in the split's row order)."""
+    out = torch.empty(len(split), len(model.label_ids))
+    for batch, cache in model.eval_batches(split, batch_size, caches):
+        out[batch.rows] = model(batch, cache)
+    return out
+
+
+def view_sides(view: str, names: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Return the classes on side 0 and side 1 of a binary (sub)task view
+    (`predictivity.binary_views`): ``binary``, the paper's ``pn`` and ``neu``, or
+    ``<class>_vs_rest``."""
+    classes = list(range(len(names)))
+    if view == "binary" and len(names) == 2:
+        return [0], [1]
+    if view in ("pn", "neu") and "neutral" in names:
+        neutral = names.index("neutral")
+        others = [c for c in classes if c != neutral]
+        return ([others[0]], [others[1]]) if view == "pn" else (others, [neutral])
+    if view.endswith("_vs_rest") and view.removesuffix("_vs_rest") in names:
+        one = names.index(view.removesuffix("_vs_rest"))
+        return [c for c in classes if c != one], [one]
+    raise NeuronError(f"view {view!r} is not a binary view of the classes {list(names)}")
+
+
+def log_odds(
+    logits: Float[Tensor, "n label"], view: str, names: Sequence[str]
+) -> Float[Tensor, " n"]:
+    """Return the prompt's confidence in a view's side 1: the log-sum-exp of its classes'
+    label logits minus that of side 0's (for a two-class task, the logit difference)."""
+    zero, one = view_sides(view, names)
+    return logits[:, one].logsumexp(dim=1) - logits[:, zero].logsumexp(dim=1)
+
+
+def threshold_predictivity(
+    acts: Float[Tensor, "n layer prompt ffn"],
+    labels: Tensor,
+    baseline: Float[Tensor, "layer prompt ffn"],
+) -> Float[Tensor, "layer ffn"]:
+    """Return Pred(N) of one prompt from an activation matrix: eqs. 4-6 with the baseline
+    the probe measured on training examples (the same counts as `helpers.predictivity`)."""
+    accumulator = AccuracyAccumulator(baseline)
+    accumulator.add(acts, torch.as_tensor(_binary(labels)).long())
+    return over_positions(predictivity.token_predictivity(accumulator.accuracy()))
+
+
+def view_scores(
+    acts: Float[Tensor, "n layer prompt ffn"],
+    logits: Float[Tensor, "n label"],
+    views: predictivity.Views,
+    names: Sequence[str],
+    keep: int = 100,
+) -> dict[str, list[Float[Tensor, "layer ffn"]]]:
+    """Return every score of `SCORES` for each binary (sub)task view of a split, in the
+    views' order: ``{score: [one per view]}`` (what `predictivity.select_views` takes)."""
+    found: dict[str, list[Tensor]] = {score: [] for score in SCORES}
+    for view, (rows, labels) in views.items():
+        confidence = log_odds(logits[rows], view, names)
+        for score in SCORES:
+            found[score].append(score_neurons(score, acts[rows], labels, confidence, keep))
+    return found
+
+
+def diagnose(
+    acts: Float[Tensor, "n layer prompt ffn"],
+    labels: Tensor,
+    baseline: Float[Tensor, "layer prompt ffn"],
+    ranked: Mapping[str, Float[Tensor, "layer ffn"]],
+    count: int,
+    draws: int,
+    bar: float = 0.7,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """Diagnose each score's top ``count`` neurons (over the model) on one binary view.
+
+    Returns:
+        per score: ``closest |r|``, the median over the top neurons of each one's largest
+        |correlation| with a neuron outside the set (`redundancy`, on each neuron's mean
+        over the scored positions); ``redundant``, the share of them above ``bar``; and
+        ``stability``, the mean Jaccard overlap over ``draws`` bootstrap resamples of the
+        examples (`bootstrap_stability`), for the scores that can be recomputed from a
+        resample (predictivity with ``baseline``, and AUROC; NaN for the others).
+    """
+    flat = acts.mean(dim=2).flatten(1)
+    again: dict[str, Callable[[Tensor], Tensor]] = {
+        PREDICTIVITY: lambda r: threshold_predictivity(acts[r], labels[r], baseline),
+        "auroc": lambda r: over_positions(auroc(acts[r], labels[r])),
+    }
+    rows: list[dict[str, object]] = []
+    for score, value in ranked.items():
+        closest = redundancy(
+            flat, predictivity.select(value, count=count, selection="global").flatten()
+        )
+        stable = (
+            bootstrap_stability(again[score], len(acts), count, draws, seed)
+            if score in again
+            else []
+        )
+        rows.append(
+            {
+                "score": score,
+                "closest |r|": float(closest.median()),
+                "redundant": float((closest > bar).float().mean()),
+                "stability": float(np.mean(stable)) if stable else math.nan,
+            }
+        )
+    return rows
+
+
+def carry_over(
+    prompt: SoftPromptModel,
+    split: Dataset,
+    views: predictivity.Views,
+    own: Sequence[Float[Tensor, "layer ffn"]],
+    target_own: Sequence[Float[Tensor, "layer ffn"]],
+    mask: Bool[Tensor, " prompt"],
+    count: int,
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> list[dict[str, object]]:
+    """Rank a prompt's neurons by AUROC on another task's split (its ``views``, which must
+    be the prompt's own task's views), and compare with its ranking on its own data
+    (``own``) and with the other task's own prompt's ranking there (``target_own``).
+
+    Returns:
+        per view, two rows (``versus`` ``own data`` and ``target's prompt``), each with
+        `agreement`'s Spearman ρ and top-``count`` overlap.
+    """
+    if not len(own) == len(target_own) == len(views):
+        raise NeuronError(
+            f"carry-over needs one ranking per view of the split: {len(views)} views, "
+            f"{len(own)} and {len(target_own)} rankings"
+        )
+    acts = neuron_matrix(prompt, split, mask, batch_size, caches)
+    rows: list[dict[str, object]] = []
+    for i, (view, (picked, labels)) in enumerate(views.items()):
+        there = over_positions(auroc(acts[picked], labels))
+        for versus, other in (("own data", own[i]), ("target's prompt", target_own[i])):
+            rows.append({"view": view, "versus": versus, **agreement(other, there, count)})
+    return rows
+
+
+def summary_rows(
+    scored: Mapping[str, Mapping[str, Sequence[Float[Tensor, "layer ffn"]]]],
+    views: Mapping[str, predictivity.Views],
+) -> list[dict[str, object]]:
+    """One row per task, view and score (``scored[task][score][view index]``): the best
+    value and how many neurons score above 0."""
+    return [
+        {
+            "task": task,
+            "view": view,
+            "score": score,
+            "max": float(values[i].max()),
+            "neurons above 0": int((values[i] > 0).sum()),
+        }
+        for task, by_score in scored.items()
+        for score, values in by_score.items()
+        for i, view in enumerate(views[task])
     ]

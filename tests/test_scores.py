@@ -56,29 +56,73 @@ def test_a_planted_neuron_is_ranked_first_by_every_score(score: str) -> None:
 
 def test_the_l1_probe_is_sparse_and_unknown_scores_are_refused() -> None:
     acts, labels = _planted()
-    weights = scores.score_neurons("l1_probe", acts, labels, strength=0.05)
-    assert int((weights > 0).sum()) < weights.numel() // 4
+    weights = scores.score_neurons("l1_probe", acts, labels, keep=3)
+    assert 3 <= int((weights > 0).sum()) < weights.numel() // 4
+    assert int((scores.l1_probe(acts.flatten(1), labels, keep=1, steps=1) > 0).sum()) >= 1
     with pytest.raises(ValueError, match="score.*'mean_ablation'"):
         scores.score_neurons("mean_ablation", acts, labels)  # type: ignore[arg-type]
     with pytest.raises(NeuronError, match="confidence per example"):
         scores.score_neurons("confidence", acts, labels)
     with pytest.raises(NeuronError, match="both 0 and 1"):
         scores.auroc(acts, torch.zeros(len(acts)))
-    with pytest.raises(NeuronError, match="strength must be > 0, got 0"):
-        scores.l1_probe(acts.flatten(1), labels, strength=0)
+    with pytest.raises(NeuronError, match="keep must be >= 1, got 0"):
+        scores.l1_probe(acts.flatten(1), labels, keep=0)
 
 
-def test_top_breaks_ties_by_index_and_agreement_has_known_values() -> None:
-    score = torch.tensor([[0.5, 0.9, 0.9], [0.9, 0.1, 0.2]])
-    assert scores.top(score, 2).tolist() == [[False, True, True], [False, False, False]]
-    with pytest.raises(NeuronError, match=r"count must be in 1..6, got 7"):
-        scores.top(score, 7)
+def test_agreement_has_known_values() -> None:
+    score = torch.tensor([[0.5, 0.9, 0.8], [0.7, 0.1, 0.2]])
     same = scores.agreement(score, score * 2, 3)
     assert same == {"spearman": pytest.approx(1.0), "top_overlap": 1.0}
     reverse = scores.agreement(score, -score, 2)
-    assert reverse["spearman"] < -0.9 and reverse["top_overlap"] == 0.0
+    assert reverse["spearman"] == pytest.approx(-1.0) and reverse["top_overlap"] == 0.0
+    shifted = torch.tensor([[0.5, 0.9, 0.1], [0.7, 0.8, 0.2]])  # top 2: (0,1),(1,1) vs (0,1),(0,2)
+    assert scores.agreement(score, shifted, 2)["top_overlap"] == 0.5
     rows = scores.agreement_rows({"a": score, "b": score, "c": -score}, 2)
     assert [(r["score"], r["other"]) for r in rows] == [("a", "b"), ("a", "c"), ("b", "c")]
+
+
+def test_view_sides_and_log_odds_for_every_kind_of_view() -> None:
+    three = ["negative", "neutral", "positive"]
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    assert scores.view_sides("pn", three) == ([0], [2])
+    assert scores.view_sides("neu", three) == ([0, 2], [1])
+    assert scores.log_odds(logits, "pn", three).item() == pytest.approx(2.0)
+    rest = torch.logsumexp(torch.tensor([1.0, 3.0]), 0).item()
+    assert scores.log_odds(logits, "neu", three).item() == pytest.approx(2.0 - rest)
+    four = ["a", "b", "c", "d"]
+    assert scores.view_sides("c_vs_rest", four) == ([0, 1, 3], [2])
+    assert scores.log_odds(torch.tensor([[0.0, 4.0]]), "binary", ["n", "p"]).item() == 4.0
+    with pytest.raises(NeuronError, match="view 'pn' is not a binary view of the classes"):
+        scores.view_sides("pn", four)
+
+
+def test_scores_of_a_prompt_agree_with_its_probe_and_its_predictions(store) -> None:
+    """On a tiny model: the activation matrix gives the probe's predictivity exactly, and
+    the label logits give the prompt's own predictions."""
+    from helpers import models, predictivity, prompting
+    from tests.test_predictivity import _probe_task
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, True)
+    words = ("negative", "neutral", "positive")
+    model = prompting.SoftPromptModel(
+        tiny, prompting.PromptConfig(length=2, max_text_tokens=8, label_words=words)
+    )
+    probe = predictivity.probe(model, task, predictivity.ProbeConfig(20, batch_size=7), store, {})
+    mask = predictivity.scored_mask(model)
+    acts = scores.neuron_matrix(model, task.dev, mask, batch_size=4)
+    assert acts.shape == (len(task.dev), tiny.n_layers, int(mask.sum()), tiny.ffn_width)
+    views = predictivity.binary_views(task.dev, 3)
+    for view, (rows, labels) in views.items():
+        baseline = probe.tensors()[f"{view}/baseline"][:, mask]
+        found = scores.threshold_predictivity(acts[rows], labels, baseline)
+        expected = predictivity.dev_predictivity([probe], view, mask)
+        torch.testing.assert_close(found, expected, rtol=0, atol=1e-6, check_dtype=False)
+    logits = scores.label_logits(model, task.dev, batch_size=5)
+    assert (logits.argmax(1).numpy() == model.evaluate(task.dev, 8).predictions).all()
+    found = scores.view_scores(acts, logits, views, words, keep=2)
+    assert list(found) == list(scores.SCORES) and all(len(v) == 2 for v in found.values())
+    assert found["auroc"][0].shape == (tiny.n_layers, tiny.ffn_width)
 
 
 def test_redundancy_finds_a_copy_outside_the_set_and_none_for_a_unique_neuron() -> None:
