@@ -400,3 +400,44 @@ def test_paper_numbers_for_tasks_with_and_without_a_counterpart() -> None:
     assert paper.reported(paper.TABLE4, "amazon", 1, 0) == 87.6  # IMDB's pruned + PT
     assert paper.reported(paper.TABLE4, "sst2", 2) == 1.34  # a Hub task stands for itself
     assert math.isnan(paper.reported(paper.TABLE1_PROMPT, "reviews.csv", 0))
+
+
+def _ablation_rows() -> list[dict]:
+    """One task, trial 0: at the largest share the predictivity set is right on 1 of 4
+    examples and two random draws on 3 of 4 each (different examples)."""
+    rows = []
+    for order, draw, fraction, correct in (
+        ("predictivity", 0, 0.0, "1111"),
+        ("auroc", 0, 0.0, "1111"),
+        ("random", 0, 0.0, "1111"),
+        ("random", 1, 0.0, "1111"),
+        ("predictivity", 0, 0.03, "1000"),
+        ("auroc", 0, 0.03, "1100"),
+        ("random", 0, 0.03, "1110"),
+        ("random", 1, 0.03, "1101"),
+    ):
+        accuracy = correct.count("1") / len(correct)
+        rows.append(
+            {
+                "task": "a",
+                "trial": 0,
+                "order": order,
+                "draw": draw,
+                "fraction": fraction,
+                "accuracy": accuracy,
+                "correct": correct,
+            }
+        )
+    return rows
+
+
+def test_order_effect_pairs_an_order_with_the_random_draws_at_the_largest_share() -> None:
+    effect = ledger.order_effect(_ablation_rows(), "predictivity")
+    assert effect.units == pytest.approx({"a": 50.0}) and effect.paper is None
+    # per example: random draws' mean [1, 1, .5, .5] minus the set's [1, 0, 0, 0]
+    differences = np.array([0.0, 1.0, 0.5, 0.5])
+    assert effect.errors["a"] == pytest.approx(100 * np.std(differences, ddof=1) / 2)
+    assert ledger.order_effect(_ablation_rows(), "auroc").units == pytest.approx({"a": 25.0})
+    row = ledger.ledger_rows({"07_beyond_the_paper": {"ablation_sweeps": _ablation_rows()}})
+    ablation = [r for r in row if r["where"].startswith("07_beyond_the_paper")][0]
+    assert ablation["estimate"] == pytest.approx(50.0) and ablation["verdict"] == "holds"

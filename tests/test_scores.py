@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,56 @@ def test_bootstrap_stability_is_one_for_a_clear_signal_and_low_for_noise() -> No
         return scores.auroc(noise[rows], labels[rows]).reshape(1, -1)
 
     assert np.mean(scores.bootstrap_stability(rank_noise, 200, 5, draws=5)) < 0.5
+
+
+def test_diagnose_finds_a_copy_of_the_top_neuron_and_a_stable_top_set() -> None:
+    """The label-following neuron (layer 1, index 5) has an exact copy (layer 2, index 7):
+    the top neuron is the first of the two, its closest outsider is its copy, and every
+    resample picks it again."""
+    acts, labels = _planted(n=120)
+    signal = labels * 2.0 + 0.3 * torch.randn(120, generator=torch.Generator().manual_seed(5))
+    acts[:, 1, :, 5] = signal[:, None]
+    acts[:, 2, :, 7] = signal[:, None]
+    auroc = scores.over_positions(scores.auroc(acts, labels))
+    baseline = acts[:60].mean(dim=0)
+    ranked = {"predictivity": scores.threshold_predictivity(acts, labels, baseline), "auroc": auroc}
+    rows = scores.diagnose(acts, labels, baseline, ranked, 1, 4)
+    assert [r["score"] for r in rows] == ["predictivity", "auroc"]
+    assert rows[0]["closest |r|"] == pytest.approx(1.0, abs=1e-6) and rows[0]["redundant"] == 1.0
+    assert rows[0]["stability"] == 1.0 and math.isnan(rows[1]["stability"])
+
+
+def test_carry_over_to_the_same_data_agrees_fully_and_needs_a_ranking_per_view() -> None:
+    from helpers import models, predictivity, prompting
+    from tests.test_predictivity import _probe_task
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, False)
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    mask = predictivity.scored_mask(model)
+    views = predictivity.binary_views(task.dev, 2)
+    rows_, labels = views["binary"]
+    acts = scores.neuron_matrix(model, task.dev, mask, batch_size=4)
+    own = [scores.over_positions(scores.auroc(acts[rows_], labels))]
+    found = scores.carry_over(model, task.dev, views, own, own, mask, 5, batch_size=3)
+    assert [(r["view"], r["versus"]) for r in found] == [
+        ("binary", "own data"),
+        ("binary", "target's prompt"),
+    ]
+    assert all(r["spearman"] == pytest.approx(1.0) and r["top_overlap"] == 1.0 for r in found)
+    with pytest.raises(NeuronError, match="one ranking per view of the split: 1 views, 2 and 1"):
+        scores.carry_over(model, task.dev, views, own * 2, own, mask, 5)
+
+
+def test_summary_rows_count_the_neurons_each_score_keeps() -> None:
+    value = torch.tensor([[0.0, 0.2], [0.0, 0.9]])
+    rows = scores.summary_rows({"t": {"l1_probe": [value]}}, {"t": {"binary": None}})
+    assert rows == [
+        {
+            "task": "t",
+            "view": "binary",
+            "score": "l1_probe",
+            "max": pytest.approx(0.9),
+            "neurons above 0": 2,
+        }
+    ]
