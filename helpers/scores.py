@@ -22,6 +22,7 @@ and how two rankings agree (`agreement`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -134,7 +135,9 @@ def l1_probe(
     strength = float(l1_min_c(x, y, loss="log"))
     for _ in range(steps):
         strength *= 2
-        fit = LogisticRegression(C=strength, l1_ratio=1.0, solver="liblinear", max_iter=1000)
+        fit = LogisticRegression(
+            C=strength, l1_ratio=1.0, solver="liblinear", max_iter=1000, random_state=0
+        )
         weights = np.abs(fit.fit(x, y).coef_[0])
         if int((weights > 0).sum()) >= keep:
             break
@@ -406,3 +409,14 @@ def summary_rows(
         for score, values in by_score.items()
         for i, view in enumerate(views[task])
     ]
+
+
+def digest(scored: Mapping[str, Sequence[Float[Tensor, "layer ffn"]]]) -> str:
+    """Return a short sha256 of every score's values (part of a cached ablation's key, so
+    that scores computed differently are never ablated from an old cache)."""
+    hasher = hashlib.sha256()
+    for name, values in sorted(scored.items()):
+        hasher.update(name.encode())
+        for value in values:
+            hasher.update(value.float().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]

@@ -204,3 +204,13 @@ def test_summary_rows_count_the_neurons_each_score_keeps() -> None:
             "neurons above 0": 2,
         }
     ]
+
+
+def test_the_l1_probe_is_repeatable_and_the_digest_follows_the_values() -> None:
+    acts, labels = _planted(n=80)
+    first = scores.l1_probe(acts.flatten(1), labels, keep=5)
+    assert torch.equal(first, scores.l1_probe(acts.flatten(1), labels, keep=5))
+    value = torch.rand(2, 3)
+    assert scores.digest({"a": [value]}) == scores.digest({"a": [value.clone()]})
+    assert scores.digest({"a": [value]}) != scores.digest({"a": [value + 1e-3]})
+    assert scores.digest({"a": [value]}) != scores.digest({"b": [value]})
