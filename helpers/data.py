@@ -767,17 +767,31 @@ def _draw(
     return rng.permutation(chosen)
 
 
-def _pool_fractions(
-    n: int, rng: np.random.Generator, test: float, dev: float
-) -> dict[str, np.ndarray]:
-    order = rng.permutation(n)
-    n_test = int(round(n * test))
-    n_dev = int(round((n - n_test) * dev))
+def _cut(order: np.ndarray, test: float, dev: float) -> dict[str, np.ndarray]:
+    n_test = int(round(len(order) * test))
+    n_dev = int(round((len(order) - n_test) * dev))
     return {
         "test": order[:n_test],
         "dev": order[n_test : n_test + n_dev],
         "train": order[n_test + n_dev :],
     }
+
+
+def _pool_fractions(
+    labels: np.ndarray, rng: np.random.Generator, test: float, dev: float
+) -> dict[str, np.ndarray]:
+    """Cut a pool at random into test, dev and train rows. Where that plain cut leaves a
+    class out of a split that gets rows (a small pool), the same random order is cut
+    class by class instead (stratified), so every class with a few rows reaches every
+    split; a pool whose plain cut holds every class everywhere keeps it, so splits made
+    before stratification existed stay as they were."""
+    order = rng.permutation(len(labels))
+    plain = _cut(order, test, dev)
+    classes = set(labels.tolist())
+    if all(len(rows) == 0 or set(labels[rows].tolist()) == classes for rows in plain.values()):
+        return plain
+    parts = [_cut(order[labels[order] == c], test, dev) for c in sorted(classes)]
+    return {split: np.concatenate([part[split] for part in parts]) for split in plain}
 
 
 def split_indices(
@@ -792,7 +806,8 @@ def split_indices(
 
     Paper protocol (App. A): an official dev split is kept; otherwise
     dev is ``dev_fraction`` (20%) of the official train split; a task without official
-    splits first holds out ``test_fraction`` as test. Each split is then class-balanced
+    splits first holds out ``test_fraction`` as test (a random cut, by class where a
+    plain one would leave a class out of a split: `_pool_fractions`). Each split is then class-balanced
     by down-sampling (so chance is 1 / classes, and predictivity cannot profit from
     imbalance) and capped.
 
@@ -802,7 +817,8 @@ def split_indices(
     rng = np.random.default_rng(seed)
     sources: dict[str, tuple[str, np.ndarray]] = {}
     if "all" in pools:
-        cut = _pool_fractions(len(pools["all"]), rng, test_fraction, dev_fraction)
+        labels = np.asarray(pools["all"]["label"])
+        cut = _pool_fractions(labels, rng, test_fraction, dev_fraction)
         sources = {split: ("all", cut[split]) for split in SPLITS}
     else:
         if "train" not in pools or "test" not in pools:
@@ -810,7 +826,7 @@ def split_indices(
         if "dev" in pools:
             sources = {split: (split, np.arange(len(pools[split]))) for split in SPLITS}
         else:
-            cut = _pool_fractions(len(pools["train"]), rng, 0.0, dev_fraction)
+            cut = _pool_fractions(np.asarray(pools["train"]["label"]), rng, 0.0, dev_fraction)
             sources = {
                 "train": ("train", cut["train"]),
                 "dev": ("train", cut["dev"]),

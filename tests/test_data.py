@@ -383,3 +383,16 @@ def test_a_task_beyond_three_classes_uses_its_natural_words_and_says_so() -> Non
     with pytest.warns(UserWarning, match="uses its natural words business/sport/film/market"):
         config = prompting.prompt_config_for(task, prompting.PromptConfig(length=2))
     assert config.label_words == ("business", "sport", "film", "market")
+
+
+def test_a_small_pool_is_cut_by_class_where_a_plain_cut_would_miss_one() -> None:
+    rare = np.array([0] * 95 + [1] * 5)
+    for seed in range(20):  # some plain cuts leave the 5 rare rows out of dev or test
+        cut = data._pool_fractions(rare, np.random.default_rng(seed), 0.2, 0.2)
+        assert all(set(rare[rows].tolist()) == {0, 1} for rows in cut.values()), seed
+        assert sorted(np.concatenate(list(cut.values())).tolist()) == list(range(100))
+    common = np.arange(1000) % 2  # every plain cut holds both classes: it is kept as it is
+    cut = data._pool_fractions(common, np.random.default_rng(3), 0.2, 0.2)
+    order = np.random.default_rng(3).permutation(1000)
+    assert cut["test"].tolist() == order[:200].tolist()
+    assert cut["dev"].tolist() == order[200:360].tolist()
