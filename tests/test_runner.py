@@ -131,7 +131,7 @@ def test_values_out_of_range_are_refused_before_anything_runs(tmp_path: Path) ->
     assert lines[0] == (
         "- train_size = -5 is out of range: it must be an integer >= 2 (00_data_and_models, "
         "01_prompt_tuning, 02_neuron_discovery, 03_perturbation, 04_cross_task_similarity, "
-        "05_pruning, 06_transferability)"
+        "05_pruning, 06_transferability, 07_beyond_the_paper)"
     )  # one line for a value every chapter reads
     message = "\n".join(lines)
     assert "skill_fraction = 1.5 is out of range: it must be a number in (0, 1]" in message
