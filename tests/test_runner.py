@@ -335,6 +335,7 @@ PAPER_STANDIN_SIZES = {
     "robustness_choices": 2,
     "latency_repeats": 2,
     "stability_count": 20,  # of the stand-in's 96 neurons
+    "top_count": 20,  # likewise
 }
 
 
@@ -348,7 +349,11 @@ def test_paper_profile_runs_end_to_end_on_hub_standins(
     for key, value in hub_standins.write_standins(tmp_path / "hf").items():
         monkeypatch.setenv(key, value)  # the notebook kernels inherit the environment
     paper = runner.load_profile("paper")
-    assert set(PAPER_STANDIN_SIZES) <= set(paper) | {"latency_repeats", "stability_count"}
+    assert set(PAPER_STANDIN_SIZES) <= set(paper) | {
+        "latency_repeats",
+        "stability_count",
+        "top_count",
+    }
     executed = tmp_path / "_build" / "executed"
     extra = PAPER_STANDIN_SIZES | {"store_dir": str(tmp_path / "artefacts")}
     rows = runner.execute("paper", executed, extra=extra)
@@ -425,6 +430,7 @@ def _run_tiny_book(tmp_path: Path, mine: dict[str, object]) -> list[dict[str, ob
     ci = runner.load_profile("ci")
     own = {k: v for k, v in ci.items() if not k.endswith(("_task", "_tasks"))} | mine
     own |= {"train_size": 60, "dev_size": 30, "test_size": 30, "stability_count": 20}
+    own |= {"top_count": 20}  # of the tiny model's 96 neurons
     own |= {"max_text_tokens": 16}  # the tiny model has 128 positions
     profile = tmp_path / "mine.yaml"
     profile.write_text(yaml.safe_dump(own))
