@@ -158,6 +158,14 @@ def prompt_activations(
     with record_neurons(backbone) as recorded:
         model.prompt_hidden(batch, cache)  # type: ignore[arg-type]
     stacked = torch.stack([recorded[layer] for layer in range(backbone.n_layers)], dim=1)
+    return at_scored(model, batch, stacked)
+
+
+def at_scored(
+    model: SoftPromptModel, batch: PromptBatch, stacked: Float[Tensor, "n layer seq ffn"]
+) -> Float[Tensor, "n layer prompt ffn"]:
+    """Keep the scored prompt positions of per-position neuron values of one forward
+    pass (all of them where a decoder ran the prompt positions alone on cached text)."""
     if stacked.shape[2] == model.n_scored and model.prefix_cache:
         return stacked
     positions = model.layout(batch).prompt_positions

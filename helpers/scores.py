@@ -14,6 +14,10 @@ compared one to one:
 - ``confidence``: a neuron's |Pearson correlation| with the prompt's own confidence
   (its label-logit difference) rather than with the label: what the model uses, not
   what the data says.
+- ``attribution``: gradient times activation (the attribution-patching family): the
+  first-order change of the prompt's log-odds if the neuron were set to its mean at the
+  scored positions, in magnitude, averaged over the examples. It needs a backward pass,
+  not labels.
 
 Diagnostics of a selected set: how redundant its neurons are with the unselected rest
 (`redundancy`), how stable it is when the examples are resampled (`bootstrap_stability`),
@@ -40,8 +44,8 @@ from helpers.checks import check_choice
 from helpers.engine import TextCaches
 from helpers.prompting import SoftPromptModel
 
-Score = Literal["auroc", "l1_probe", "confidence"]
-SCORES: tuple[Score, ...] = ("auroc", "l1_probe", "confidence")
+Score = Literal["auroc", "l1_probe", "confidence", "attribution"]
+SCORES: tuple[Score, ...] = ("auroc", "l1_probe", "confidence", "attribution")
 PREDICTIVITY = "predictivity"  # the paper's score, beside them in every table
 
 
@@ -144,6 +148,64 @@ def l1_probe(
     return torch.from_numpy(weights).float().reshape(acts.shape[1:])
 
 
+def attribution(
+    acts: Float[Tensor, "n layer prompt ffn"], gradient: Float[Tensor, "n layer prompt ffn"]
+) -> Float[Tensor, "layer ffn"]:
+    """Return each neuron's mean over examples of |Σ_positions g · (a − ā)|: the
+    first-order change of the output that ``gradient`` differentiates if the neuron were
+    set to its mean ā (over these examples) at every scored position."""
+    shifted = acts - acts.mean(dim=0)
+    return (gradient * shifted).sum(dim=2).abs().mean(dim=0)
+
+
+def _leaf(leaves: dict[int, Tensor], layer: int) -> Callable[[Tensor], Tensor]:
+    """A site hook that puts a leaf tensor (kept in ``leaves``) in place of a layer's
+    activations, for gradients with respect to them."""
+
+    def replace(x: Tensor) -> Tensor:
+        leaves[layer] = x.detach().requires_grad_(True)
+        return leaves[layer]
+
+    return replace
+
+
+def log_odds_gradients(
+    model: SoftPromptModel,
+    split: Dataset,
+    views: predictivity.Views,
+    names: Sequence[str],
+    mask: Bool[Tensor, " prompt"],
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> dict[str, Float[Tensor, "n layer prompt ffn"]]:
+    """Return, per view, the gradient of the prompt's log-odds between the view's two
+    sides (`log_odds`) with respect to every neuron's activation at the scored
+    positions ``mask`` keeps, for every example of the split (in its row order).
+
+    Each layer's activations are replaced by a leaf tensor during the forward pass, so
+    a gradient covers every path from that layer to the output.
+    """
+    backbone = model.backbone
+    shape = (len(split), backbone.n_layers, int(mask.sum()), backbone.ffn_width)
+    out = {view: torch.empty(shape) for view in views}
+    for batch, cache in model.eval_batches(split, batch_size, caches):
+        leaves: dict[int, Tensor] = {}
+        with (
+            torch.enable_grad(),
+            engine.site_hooks(
+                backbone, {layer: _leaf(leaves, layer) for layer in range(backbone.n_layers)}
+            ),
+        ):
+            logits = model(batch, cache)
+            inputs = [leaves[layer] for layer in range(backbone.n_layers)]
+            for i, view in enumerate(views):
+                odds = log_odds(logits, view, names).sum()  # examples are independent
+                grads = torch.autograd.grad(odds, inputs, retain_graph=i < len(views) - 1)
+                scored = engine.at_scored(model, batch, torch.stack(grads, 1))
+                out[view][batch.rows] = scored[:, :, mask]
+    return out
+
+
 def over_positions(score: Float[Tensor, "layer prompt ffn"]) -> Float[Tensor, "layer ffn"]:
     """Return each neuron's best score over the scored positions (as eq. 6 does)."""
     return score.max(dim=1).values
@@ -155,6 +217,7 @@ def score_neurons(
     labels: Tensor,
     confidence: Float[Tensor, " n"] | None = None,
     keep: int = 100,
+    gradient: Float[Tensor, "n layer prompt ffn"] | None = None,
 ) -> Float[Tensor, "layer ffn"]:
     """Return one score per neuron, its best over the scored positions where it is
     scored per position (`auroc`, `correlation` with ``confidence``).
@@ -166,6 +229,10 @@ def score_neurons(
     mean as the paper does.
     """
     check_choice("score", score, Score)
+    if score == "attribution":
+        if gradient is None:
+            raise NeuronError("the attribution score needs the log-odds gradients per example")
+        return attribution(acts, gradient)
     if score == "l1_probe":
         return l1_probe(acts.mean(dim=2), labels, keep)
     if score == "confidence":
@@ -301,14 +368,20 @@ def view_scores(
     views: predictivity.Views,
     names: Sequence[str],
     keep: int = 100,
+    gradients: Mapping[str, Float[Tensor, "n layer prompt ffn"]] | None = None,
 ) -> dict[str, list[Float[Tensor, "layer ffn"]]]:
     """Return every score of `SCORES` for each binary (sub)task view of a split, in the
-    views' order: ``{score: [one per view]}`` (what `predictivity.select_views` takes)."""
-    found: dict[str, list[Tensor]] = {score: [] for score in SCORES}
+    views' order: ``{score: [one per view]}`` (what `predictivity.select_views` takes);
+    ``attribution`` only with the views' ``gradients`` (`log_odds_gradients`)."""
+    chosen = [s for s in SCORES if s != "attribution" or gradients is not None]
+    found: dict[str, list[Tensor]] = {score: [] for score in chosen}
     for view, (rows, labels) in views.items():
         confidence = log_odds(logits[rows], view, names)
-        for score in SCORES:
-            found[score].append(score_neurons(score, acts[rows], labels, confidence, keep))
+        gradient = None if gradients is None else gradients[view][rows]
+        for score in chosen:
+            found[score].append(
+                score_neurons(score, acts[rows], labels, confidence, keep, gradient)
+            )
     return found
 
 

@@ -51,7 +51,9 @@ def test_correlation_matches_numpy_and_a_constant_neuron_scores_zero() -> None:
 def test_a_planted_neuron_is_ranked_first_by_every_score(score: str) -> None:
     acts, labels = _planted()
     confidence = acts[:, 1, 1, 5] * 1.5 - 1  # the model's confidence follows that neuron
-    ranked = scores.score_neurons(score, acts, labels, confidence)  # type: ignore[arg-type]
+    gradient = torch.zeros_like(acts)
+    gradient[:, 1, 1, 5] = 1.0  # and only that neuron moves the output
+    ranked = scores.score_neurons(score, acts, labels, confidence, 100, gradient)  # type: ignore[arg-type]
     assert ranked.shape == (3, 16)
     assert divmod(int(ranked.argmax()), 16) == (1, 5)
 
@@ -63,6 +65,8 @@ def test_the_l1_probe_is_sparse_and_unknown_scores_are_refused() -> None:
     assert int((scores.l1_probe(acts.flatten(1), labels, keep=1, steps=1) > 0).sum()) >= 1
     with pytest.raises(ValueError, match="score.*'mean_ablation'"):
         scores.score_neurons("mean_ablation", acts, labels)  # type: ignore[arg-type]
+    with pytest.raises(NeuronError, match="log-odds gradients per example"):
+        scores.score_neurons("attribution", acts, labels)
     with pytest.raises(NeuronError, match="confidence per example"):
         scores.score_neurons("confidence", acts, labels)
     with pytest.raises(NeuronError, match="both 0 and 1"):
@@ -123,7 +127,8 @@ def test_scores_of_a_prompt_agree_with_its_probe_and_its_predictions(store) -> N
     logits = scores.label_logits(model, task.dev, batch_size=5)
     assert (logits.argmax(1).numpy() == model.evaluate(task.dev, 8).predictions).all()
     found = scores.view_scores(acts, logits, views, words, keep=2)
-    assert list(found) == list(scores.SCORES) and all(len(v) == 2 for v in found.values())
+    assert list(found) == ["auroc", "l1_probe", "confidence"]  # no gradients: no attribution
+    assert all(len(v) == 2 for v in found.values())
     assert found["auroc"][0].shape == (tiny.n_layers, tiny.ffn_width)
 
 
@@ -214,3 +219,43 @@ def test_the_l1_probe_is_repeatable_and_the_digest_follows_the_values() -> None:
     assert scores.digest({"a": [value]}) == scores.digest({"a": [value.clone()]})
     assert scores.digest({"a": [value]}) != scores.digest({"a": [value + 1e-3]})
     assert scores.digest({"a": [value]}) != scores.digest({"b": [value]})
+
+
+def test_log_odds_gradients_match_a_finite_difference() -> None:
+    """Adding ε to one neuron at one scored position changes the log-odds by ε times
+    its gradient, example by example (the text cached first, so only the prompt
+    positions run under the hook)."""
+    from helpers import engine, models, predictivity, prompting
+    from tests.test_predictivity import _probe_task
+
+    tiny = models.tiny_backbone("llama")
+    task = _probe_task(tiny, False)
+    model = prompting.SoftPromptModel(tiny, prompting.PromptConfig(length=2, max_text_tokens=8))
+    views = predictivity.binary_views(task.dev, 2)
+    names = task.label_names
+    caches = engine.TextCaches()
+    mask = predictivity.scored_mask(model)
+    gradients = scores.log_odds_gradients(model, task.dev, views, names, mask, 4, caches)["binary"]
+    assert gradients.shape == (len(task.dev), tiny.n_layers, model.n_scored, tiny.ffn_width)
+    layer, position = 0, model.n_scored - 1
+    neuron = int(gradients[:, layer, position].abs().mean(0).argmax())
+    eps, batches = 1e-2, list(caches.batches(model, task.dev, 4))
+
+    def nudge(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[:, position, neuron] += eps
+        return x
+
+    base, moved = torch.empty(len(task.dev)), torch.empty(len(task.dev))
+    with torch.no_grad():
+        for batch, cache in batches:
+            base[batch.rows] = scores.log_odds(model(batch, cache), "binary", names)
+            with engine.site_hooks(tiny, {layer: nudge}):
+                moved[batch.rows] = scores.log_odds(model(batch, cache), "binary", names)
+    expected = gradients[:, layer, position, neuron]
+    torch.testing.assert_close((moved - base) / eps, expected, rtol=0.05, atol=1e-4)
+    acts = scores.neuron_matrix(model, task.dev, mask, 4, caches)
+    found = scores.attribution(acts, gradients)
+    shifted = acts[:, layer, :, neuron] - acts[:, layer, :, neuron].mean(0)
+    manual = (gradients[:, layer, :, neuron] * shifted).sum(1).abs().mean()
+    assert found[layer, neuron].item() == pytest.approx(manual.item(), rel=1e-5)
