@@ -13,7 +13,7 @@ units. Its 95% interval depends on what the row's numbers are:
   and which random draws (a normal interval from each unit's standard error,
   `Effect.errors`). Paired comparisons on the same examples use each example's outcome
   (Tab. 1 from chapters 01 and 02, the sweeps of chapter 03, the pruned model chosen on
-  dev and the pruning criteria of chapter 05), with the spread over
+  dev and the pruning criteria of chapter 05, the ablations of chapter 07), with the spread over
   trials or random draws added; comparisons whose per-example outcomes are not kept count
   the two accuracies as independent, which can only widen the interval. The table also
   shows Student's t over the units ("across units"), which asks instead whether the
