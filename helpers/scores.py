@@ -107,13 +107,16 @@ def auroc(
     return torch.maximum(area, 1 - area).float().reshape(acts.shape[1:])
 
 
+def _unit_columns(x: Float[Tensor, "n column"]) -> Float[Tensor, "n column"]:
+    """Centre each column and scale it to unit length (a constant column stays 0): the
+    inner product of two such columns is their Pearson correlation."""
+    x = x.double() - x.double().mean(0)
+    return x / x.norm(dim=0).clamp_min(1e-12)
+
+
 def correlation(acts: Float[Tensor, "n ..."], target: Float[Tensor, " n"]) -> Float[Tensor, " ..."]:
     """Return each neuron's |Pearson correlation| with ``target`` (0 for a constant neuron)."""
-    x = acts.reshape(len(acts), -1).double()
-    x = x - x.mean(0)
-    y = target.double() - target.double().mean()
-    denominator = x.norm(dim=0) * y.norm()
-    r = (x * y[:, None]).sum(0) / denominator.clamp_min(1e-12)
+    r = _unit_columns(acts.reshape(len(acts), -1)).T @ _unit_columns(target[:, None])
     return r.abs().float().reshape(acts.shape[1:])
 
 
@@ -264,9 +267,7 @@ def redundancy(
     Near 1, the neuron has a stand-in outside the set: the set is not the only place the
     model keeps what the neuron carries (the critique of sparse "X neurons" claims).
     """
-    x = acts.double()
-    x = x - x.mean(0)
-    x = x / x.norm(dim=0).clamp_min(1e-12)
+    x = _unit_columns(acts)
     chosen, rest = x[:, selected], x[:, ~selected]
     best = torch.zeros(chosen.shape[1], dtype=torch.float64)
     for start in range(0, rest.shape[1], chunk):
