@@ -93,3 +93,15 @@ def test_clustermap_orders_the_tasks_by_the_tree_and_writes_the_values() -> None
     order = [t.get_text() for t in heatmap.get_xticklabels()]
     assert order.index("b") in (0, 2)  # a and c side by side
     assert sorted(t.get_text() for t in heatmap.texts) == sorted(f"{v:.2f}" for v in matrix.ravel())
+
+
+def test_interval_points_put_each_mean_and_interval_on_its_row() -> None:
+    frame = pd.DataFrame(
+        {"mean": [8.0, -1.0], "low": [5.0, -3.0], "high": [11.0, 1.0]}, index=["a", "b"]
+    )
+    fig = plots.interval_points(frame, "points")
+    ax = fig.axes[0]
+    assert ax.collections[1].get_offsets().tolist() == [[8.0, 0.0], [-1.0, 1.0]]
+    segments = ax.collections[0].get_segments()
+    assert [s.tolist() for s in segments] == [[[5.0, 0.0], [11.0, 0.0]], [[-3.0, 1.0], [1.0, 1.0]]]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
