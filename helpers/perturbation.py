@@ -46,6 +46,8 @@ class PerturbationError(ValueError):
 
 
 How = Literal["gaussian", "zero", "value"]
+Noise = Literal["gaussian", "zero", "value", "swap"]
+Swap = Literal["other", "same"]
 Per = Literal["example", "token"]
 Scale = Literal["absolute", "spread"]
 
@@ -137,7 +139,9 @@ class PerturbConfig:
     The fields are chapter 03's parameters of the same names.
 
     Attributes:
-        noise: ``gaussian``, ``zero`` or ``value`` (the baseline, for sweeps).
+        noise: ``gaussian``, ``zero``, ``value`` (the baseline, for sweeps) or ``swap``
+            (each example's neurons set to their mean over the other classes' examples,
+            at the scored prompt positions: `class_swapped`).
         sigma: noise standard deviation (the paper: 0.1).
         noise_scale: ``absolute`` (σ as given, the paper) or ``spread`` (σ times each
             neuron's own standard deviation at the prompt positions on training data).
@@ -146,7 +150,7 @@ class PerturbConfig:
         noise_per: noise drawn per ``example`` (the official code) or per ``token``.
     """
 
-    noise: How = "gaussian"
+    noise: Noise = "gaussian"
     sigma: float = 0.1
     noise_scale: Scale = "absolute"
     scope: Scope = "all"
@@ -155,10 +159,15 @@ class PerturbConfig:
     def __post_init__(self) -> None:
         if self.sigma < 0:
             raise PerturbationError(f"sigma must be >= 0, got {self.sigma}")
-        check_choice("noise", self.noise, How)
+        check_choice("noise", self.noise, Noise)
         check_choice("noise_scale", self.noise_scale, Scale)
         check_choice("scope", self.scope, Scope)
         check_choice("noise_per", self.noise_per, Per)
+        if self.noise == "swap" and self.scope != "prompt":
+            raise PerturbationError(
+                "noise='swap' patches the scored prompt positions: it needs scope='prompt', "
+                f"got scope={self.scope!r}"
+            )
 
 
 def random_counterpart(
@@ -222,10 +231,13 @@ def perturbation_values(
     model: SoftPromptModel, fit: Dataset, config: PerturbConfig, batch_size: int = 32
 ) -> Float[Tensor, "layer ffn"] | None:
     """The per-neuron values a perturbation needs, from training examples ``fit``: the
-    baselines (mean over prompt positions) for ``noise="value"``, the spreads for
+    baselines (mean over prompt positions) for ``noise="value"``, each class's means per
+    scored position (`class_means`) for ``noise="swap"``, the spreads for
     ``noise_scale="spread"``, otherwise None."""
     if config.noise == "value":
         return activations.baseline(model, fit, batch_size).mean(dim=1)
+    if config.noise == "swap":
+        return class_means(model, fit, len(model.label_ids), batch_size)
     if config.noise == "gaussian" and config.noise_scale == "spread":
         return neuron_spread(model, fit, batch_size)
     return None
@@ -251,9 +263,14 @@ def perturbed_evaluation(
     positions, the prompt. ``scope="all"`` perturbs every position on the full layout.
 
     Args:
-        values: per-neuron replacement (``noise="value"``), or per-neuron spread
-            (``noise_scale="spread"``); see `neuron_spread`.
+        values: per-neuron replacement (``noise="value"``), per-neuron spread
+            (``noise_scale="spread"``, see `neuron_spread`), or each class's means
+            (``noise="swap"``, see `class_swapped`).
     """
+    if config.noise == "swap":
+        if values is None:
+            raise PerturbationError("noise='swap' needs each class's means as values")
+        return class_swapped(model, split, neurons, values, "other", batch_size, caches)
     sigma: float | Tensor = config.sigma
     if config.noise == "gaussian" and config.noise_scale == "spread":
         if values is None:
@@ -310,7 +327,11 @@ def sweep(
     if own not in orders:
         raise PerturbationError(f"own order {own!r} is not among the orders {list(orders)}")
     caches = caches if caches is not None else TextCaches()
-    clean = model.evaluate(split, batch_size, caches=caches)
+    if config.noise == "swap":  # the clean model's margins too
+        nothing = torch.zeros(model.backbone.n_layers, model.backbone.ffn_width, dtype=torch.bool)
+        clean = perturbed_evaluation(model, split, nothing, config, 0, batch_size, caches, values)
+    else:
+        clean = model.evaluate(split, batch_size, caches=caches)
     large = None if scale is None else massive(scale)
 
     def row(
@@ -325,6 +346,8 @@ def sweep(
         }
         if large is not None:
             found["massive"] = 0 if chosen is None else int((chosen & large).sum())
+        if scored.margins is not None:
+            found["margin"] = float(scored.margins.mean())
         return found
 
     rows = [row(name, 0, 0.0, clean, None) for name in orders]
@@ -403,7 +426,7 @@ class SweepPlan:
             scale: per-neuron activation scale for stratified random draws.
         """
         config = self.config
-        if fit is None and (config.noise == "value" or config.noise_scale == "spread"):
+        if fit is None and (config.noise in ("value", "swap") or config.noise_scale == "spread"):
             raise PerturbationError(
                 f"noise={config.noise!r} with noise_scale={config.noise_scale!r} needs training examples (fit)"
             )
@@ -548,6 +571,78 @@ def class_means(
     if bool((counts == 0).any()):
         raise PerturbationError(f"every class needs examples; counts per class {counts.tolist()}")
     return (total / counts[:, None, None, None]).float()
+
+
+@torch.no_grad()
+def class_swapped(
+    model: SoftPromptModel,
+    split: Dataset,
+    neurons: Bool[Tensor, "layer ffn"],
+    means: Float[Tensor, "label layer prompt ffn"],
+    swap: Swap = "other",
+    batch_size: int = 32,
+    caches: TextCaches | None = None,
+) -> Evaluation:
+    """Class-swap activation patching: predictions of a prompt model with the chosen
+    neurons, at every scored prompt position, set to the mean they take there on
+    examples of another class, the text left as it runs.
+
+    Each example gets its ``other`` classes' means (the mean of their ``means``, e.g.
+    from `class_means` on training examples), or with ``same`` its own class's (a
+    control: where each class's mean is its one example's activation, nothing changes).
+    Where mean ablation removes what the neurons say, this makes them say the other
+    class: a neuron the model reads for the label turns its predictions over. Not in
+    the paper (§4.2 perturbs with noise); chapter 07.
+
+    Returns:
+        the predictions, with each example's margin (its label's logit minus the
+        largest other label's) under the patch.
+    """
+    backbone, k = model.backbone, model.n_scored
+    _check(backbone, neurons, "neurons")
+    check_choice("swap", swap, Swap)
+    expected = (len(model.label_ids), backbone.n_layers, k, backbone.ffn_width)
+    if tuple(means.shape) != expected or expected[0] < 2:
+        raise PerturbationError(
+            f"means must have shape {expected} (label, layer, prompt, ffn) with two classes "
+            f"or more, got {tuple(means.shape)}"
+        )
+    others = (means.sum(dim=0, keepdim=True) - means) / (means.shape[0] - 1)
+    targets = means if swap == "same" else others
+    current: dict[str, Tensor] = {}
+
+    def hook_for(layer: int) -> Callable[[Tensor], Tensor]:
+        chosen = neurons[layer].bool()
+
+        def hook(x: Tensor) -> Tensor:
+            # The scored positions are the first k: all of a decoder's prompt pass on
+            # its cached text, the [MASK] and soft tokens of an encoder's layout.
+            x = x.clone()
+            x[:, :k, chosen] = current["values"][:, layer][:, :, chosen].to(x.dtype)
+            return x
+
+        return hook
+
+    labels = np.asarray(list(split["label"]))
+    predictions = np.full(len(split), -1, dtype=np.int64)
+    margins = np.zeros(len(split))
+    decoder = backbone.kind == "decoder"
+    hooks = {layer: hook_for(layer) for layer in range(backbone.n_layers) if neurons[layer].any()}
+    with prefix_cached(model, decoder):
+        batches = (
+            (caches if caches is not None else TextCaches()).batches(model, split, batch_size)
+            if decoder
+            else list(model.eval_batches(split, batch_size))
+        )  # the text runs before the hooks go on
+        with engine.site_hooks(backbone, hooks):
+            for batch, cache in batches:
+                current["values"] = targets[batch.labels]
+                logits = model(batch, cache)
+                rows, own = batch.rows.numpy(), logits.gather(1, batch.labels[:, None])[:, 0]
+                rest = logits.scatter(1, batch.labels[:, None], float("-inf")).max(dim=1).values
+                predictions[rows] = logits.argmax(dim=1).numpy()
+                margins[rows] = (own - rest).numpy()
+    return Evaluation(labels, predictions, margins)
 
 
 def selectivity_index(

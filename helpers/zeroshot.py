@@ -32,10 +32,12 @@ class PromptError(ValueError):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Predictions of a classifier on one split."""
+    """Predictions of a classifier on one split, and where it computed them, each
+    example's margin: its label's logit minus the largest other label's."""
 
     labels: np.ndarray
     predictions: np.ndarray
+    margins: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:

@@ -438,6 +438,11 @@ def test_order_effect_pairs_an_order_with_the_random_draws_at_the_largest_share(
     differences = np.array([0.0, 1.0, 0.5, 0.5])
     assert effect.errors["a"] == pytest.approx(100 * np.std(differences, ddof=1) / 2)
     assert ledger.order_effect(_ablation_rows(), "auroc").units == pytest.approx({"a": 25.0})
-    row = ledger.ledger_rows({"07_beyond_the_paper": {"ablation_sweeps": _ablation_rows()}})
-    ablation = [r for r in row if r["where"].startswith("07_beyond_the_paper")][0]
+    right = {"correct": "1111", "accuracy": 1.0}
+    swaps = [r | right if r["order"] == "predictivity" else r for r in _ablation_rows()]
+    found = {"ablation_sweeps": _ablation_rows(), "swap_sweeps": swaps}
+    row = ledger.ledger_rows({"07_beyond_the_paper": found})
+    ablation, swap = [r for r in row if r["where"].startswith("07_beyond_the_paper")]
     assert ablation["estimate"] == pytest.approx(50.0) and ablation["verdict"] == "holds"
+    # class-swapped, the set is right on every example: 1 - 0.75 = -25 points
+    assert swap["estimate"] == pytest.approx(-25.0) and "class" in swap["claim"]

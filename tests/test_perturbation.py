@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -448,3 +449,114 @@ def test_with_predictivity_renames_the_own_order_and_stacks_the_other_ranking() 
     stacked = perturbation.with_predictivity(sweeps, other)
     assert stacked["order"].tolist() == ["predictivity", "random", "selectivity index"]
     assert stacked["accuracy"].tolist() == [0.5, 0.7, 0.8]
+
+
+# ----------------------------------------------------------------------------------
+# Class-swap activation patching (chapter 07).
+
+
+def _patched_margins(model, split, neurons, values) -> torch.Tensor:
+    """Margins with the neurons fixed at ``values`` at the scored positions, by hand."""
+    decoder = model.backbone.kind == "decoder"
+    out = torch.empty(len(split))
+    with prompting.prefix_cached(model, decoder):
+        batches = list(engine.TextCaches().batches(model, split, 4))
+        first = None if decoder else model.n_scored
+        hooks = perturbation.perturbed(model.backbone, neurons, "value", values, first=first)
+        with hooks, torch.no_grad():
+            for batch, cache in batches:
+                logits = model(batch, cache)
+                out[batch.rows] = (logits[:, 1] - logits[:, 0]) * (2 * batch.labels - 1)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["llama", "roberta"])
+def test_class_swap_sets_each_example_to_the_other_class_mean(kind: str) -> None:
+    model, split = _prompt_model(kind), _split()
+    layers, width, k = model.backbone.n_layers, model.backbone.ffn_width, model.n_scored
+    chosen = _chosen(model.backbone, 0.5)
+    by_class = torch.randn(2, layers, width, generator=torch.Generator().manual_seed(4))
+    means = by_class[:, :, None, :].expand(2, layers, k, width).contiguous()
+    found = perturbation.class_swapped(model, split, chosen, means, "other", batch_size=4)
+    labels = torch.tensor(split["label"])
+    for label in (0, 1):
+        rows = (labels == label).nonzero().flatten()
+        expected = _patched_margins(model, split, chosen, by_class[1 - label])[rows]
+        torch.testing.assert_close(
+            torch.tensor(found.margins[rows]).float(), expected, atol=1e-5, rtol=1e-4
+        )
+    assert found.predictions.tolist() == [
+        int(m > 0) if y else int(m <= 0)
+        for m, y in zip(found.margins, labels.tolist(), strict=True)
+    ]
+    assert engine.hook_count(model.backbone.model) == 0
+
+
+def test_swapping_with_the_same_class_changes_nothing_where_its_mean_is_the_example() -> None:
+    model = _prompt_model()
+    split = _split().select([0, 1])  # one example of each class: its class's mean is itself
+    means = perturbation.class_means(model, split, 2, batch_size=2)
+    everything = torch.ones(model.backbone.n_layers, model.backbone.ffn_width, dtype=torch.bool)
+    nothing = torch.zeros_like(everything)
+    clean = perturbation.class_swapped(model, split, nothing, means, "other", 2).margins
+    same = perturbation.class_swapped(model, split, everything, means, "same", 2).margins
+    other = perturbation.class_swapped(model, split, everything, means, "other", 2).margins
+    np.testing.assert_allclose(same, clean, atol=1e-5)
+    assert not np.allclose(other, clean, atol=1e-3)
+    with pytest.raises(perturbation.PerturbationError, match="means must have shape"):
+        perturbation.class_swapped(model, split, everything, means[:, :1], "other", 2)
+    with pytest.raises(ValueError, match="swap"):
+        perturbation.class_swapped(model, split, everything, means, "mine", 2)  # type: ignore[arg-type]
+    with pytest.raises(perturbation.PerturbationError, match="scope='prompt'"):
+        perturbation.PerturbConfig(noise="swap", scope="all")
+
+
+def test_swapping_a_planted_causal_neuron_turns_every_prediction_over() -> None:
+    """The last layer's neuron ``j`` writes the label words' logit difference a thousand
+    times over: the prediction is the sign of its activation at the read-out. Labelled
+    by that sign, the prompt is always right; swapping that one neuron for the other
+    class's mean makes it always wrong, swapping it for its own class's mean or swapping
+    a random neuron of the layer instead changes nothing."""
+    model = _prompt_model()
+    backbone, last = model.backbone, model.backbone.n_layers - 1
+    words = "good great fun boring bad awful loved hated movie film plot story".split()
+    texts = [f"{a} {b} {c}" for a in words[:6] for b in words[6:9] for c in words[9:]]
+    unlabelled = data.dataset(texts, [0] * len(texts), ("negative", "positive"))
+    batch = next(model.batches(unlabelled, len(texts)))
+    at_readout = engine.prompt_activations(model, batch)[:, last, -1]  # [n, ffn]
+    j = int((at_readout > 0).float().mean(0).sub(0.5).abs().argmin())  # the most mixed signs
+    value = at_readout[:, j]
+    clear = (value.abs() > 0.1 * value.abs().median()).nonzero().flatten().tolist()
+    labels = (value[clear] > 0).long()
+    assert 0 < int(labels.sum()) < len(clear)  # both classes
+    head = backbone.head().weight
+    direction = head[model.label_ids[1]] - head[model.label_ids[0]]
+    with torch.no_grad():
+        backbone.neuron_sites()[last].weight[:, j] = 1e3 / value.abs().median() * direction
+    split = data.dataset([texts[i] for i in clear], labels.tolist(), ("negative", "positive"))
+    assert model.evaluate(split, 8).accuracy == 1.0  # the plant decides every prediction
+    means = perturbation.class_means(model, split, 2, batch_size=8)
+    planted = torch.zeros(backbone.n_layers, backbone.ffn_width, dtype=torch.bool)
+    planted[last, j] = True
+    elsewhere = torch.zeros_like(planted)
+    elsewhere[last, (j + 1) % backbone.ffn_width] = True
+    swap = partial(perturbation.class_swapped, model, split, means=means, batch_size=8)
+    assert swap(planted, swap="other").accuracy == 0.0
+    assert swap(planted, swap="same").accuracy == 1.0
+    assert swap(elsewhere, swap="other").accuracy == 1.0
+    config = perturbation.PerturbConfig(noise="swap", scope="prompt")
+    rows = perturbation.sweep(
+        model,
+        split,
+        {"planted": lambda f: planted},
+        [0.0, 0.5],
+        config,
+        "planted",
+        random_draws=1,
+        batch_size=8,
+        values=means,
+    )
+    accuracy = {(r["order"], r["fraction"]): r["accuracy"] for r in rows}
+    assert accuracy[("planted", 0.0)] == 1.0 and accuracy[("planted", 0.5)] == 0.0
+    assert all(r["margin"] > 0 for r in rows if r["fraction"] == 0.0)
+    assert [r["margin"] < 0 for r in rows if r["order"] == "planted"] == [False, True]
