@@ -694,6 +694,13 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def split_digest(split: Dataset) -> str:
+    """Return a short sha256 of a split's texts, pairs and labels: what identifies the
+    examples a result was computed from, the same in every process."""
+    columns = [list(split[c]) for c in ("text", "text_pair", "label") if c in split.column_names]
+    return hashlib.sha256(json.dumps(columns).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class SplitSizes:
     """Size caps per split; None keeps everything available."""

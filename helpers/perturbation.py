@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from helpers import activations, engine
 from helpers.checks import check_choice
-from helpers.data import stable_seed
+from helpers.data import split_digest, stable_seed
 from helpers.engine import TextCaches
 from helpers.models import Backbone
 from helpers.prompting import SoftPromptModel, prefix_cached
@@ -439,6 +439,7 @@ class SweepPlan:
             "random_draws": self.random_draws,
             "seed": self.seed,
             "n": len(split),
+            "fit": None if fit is None else split_digest(fit),  # the per-neuron values' source
             "rows": "per example",
             "stratified": None
             if scale is None

@@ -396,3 +396,14 @@ def test_a_small_pool_is_cut_by_class_where_a_plain_cut_would_miss_one() -> None
     order = np.random.default_rng(3).permutation(1000)
     assert cut["test"].tolist() == order[:200].tolist()
     assert cut["dev"].tolist() == order[200:360].tolist()
+
+
+def test_split_digest_follows_the_texts_and_labels_not_the_object() -> None:
+    names = ("negative", "positive")
+    split = data.dataset(["a good film", "a bad film"], [1, 0], names)
+    same = data.dataset(["a good film", "a bad film"], [1, 0], names)
+    assert data.split_digest(split) == data.split_digest(same)
+    assert data.split_digest(split) != data.split_digest(
+        data.dataset(["a good film", "a bad film"], [0, 1], names)
+    )
+    assert data.split_digest(split) != data.split_digest(split.select([1, 0]))

@@ -182,6 +182,21 @@ def test_sweep_counts_massive_neurons_and_keys_the_stratification(store) -> None
     assert "massive" not in plain[0] and len(list((store.root / "sweeps").iterdir())) == 2
 
 
+@pytest.mark.parametrize("noise", ["value", "swap"])
+def test_a_sweep_is_kept_apart_for_each_set_of_training_examples_it_takes_values_from(
+    store, noise: str
+) -> None:
+    model, split = _prompt_model(), _split()
+    order = {"mine": lambda f: _chosen(model.backbone, f)}
+    config = perturbation.PerturbConfig(noise=noise, scope="prompt")
+    plan = perturbation.SweepPlan(store, [0.0, 0.5], config, random_draws=1, batch_size=4)
+    fits = [split.select([0, 1, 2, 3]), split.select([2, 3, 4, 5])]
+    first, second = (plan.run(model, split, order, "mine", {"t": 1}, [], fit) for fit in fits)
+    assert len(list((store.root / "sweeps").iterdir())) == 2  # not the first one's rows again
+    again = plan.run(model, split, order, "mine", {"t": 1}, [], fits[0])
+    assert again == first and len(list((store.root / "sweeps").iterdir())) == 2
+
+
 def test_a_sweep_plan_refuses_a_fixed_value_perturbation_without_training_examples(store) -> None:
     model, split = _prompt_model(), _split()
     scores = torch.rand(model.backbone.n_layers, model.backbone.ffn_width)
