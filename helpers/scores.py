@@ -494,3 +494,20 @@ def digest(scored: Mapping[str, Sequence[Float[Tensor, "layer ffn"]]]) -> str:
         for value in values:
             hasher.update(value.float().contiguous().numpy().tobytes())
     return hasher.hexdigest()[:16]
+
+
+def standing(
+    means: Mapping[str, float], highs: Mapping[str, float], score: str = PREDICTIVITY
+) -> dict[str, object]:
+    """Where one score's causal gap (random minus its top set, `ledger.order_effect`)
+    stands among all the scores': the ``best`` score (the largest mean gap), ``score``'s
+    ``rank`` (1: the best), and whether it is ``among`` the best or ``not among`` them.
+    The rule: among the best where its 95% interval reaches up to the best score's mean.
+    """
+    means, highs = dict(means), dict(highs)  # e.g. pandas Series, which iterate values
+    if score not in means or score not in highs:
+        raise NeuronError(f"score {score!r} has no gap; the scores are {sorted(means)}")
+    best = max(means, key=lambda s: means[s])
+    rank = 1 + sum(means[s] > means[score] for s in means)
+    among = highs[score] >= means[best]
+    return {"best": best, "rank": rank, "among_best": "among" if among else "not among"}

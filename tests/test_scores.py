@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -259,3 +260,17 @@ def test_log_odds_gradients_match_a_finite_difference() -> None:
     shifted = acts[:, layer, :, neuron] - acts[:, layer, :, neuron].mean(0)
     manual = (gradients[:, layer, :, neuron] * shifted).sum(1).abs().mean()
     assert found[layer, neuron].item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_standing_ranks_a_score_and_decides_whether_it_is_among_the_best() -> None:
+    means = {"predictivity": 8.0, "auroc": 2.0, "attribution": 20.0}
+    found = scores.standing(means, {"predictivity": 11.0, "auroc": 4.0, "attribution": 24.0})
+    assert found == {"best": "attribution", "rank": 2, "among_best": "not among"}
+    close = scores.standing(means, {"predictivity": 21.0, "auroc": 4.0, "attribution": 24.0})
+    assert close["among_best"] == "among"
+    series = scores.standing(pd.Series(means), pd.Series(means) + 3.0)
+    assert series == {"best": "attribution", "rank": 2, "among_best": "not among"}
+    alone = scores.standing(means, means, "attribution")
+    assert alone == {"best": "attribution", "rank": 1, "among_best": "among"}
+    with pytest.raises(NeuronError, match="'mine' has no gap"):
+        scores.standing(means, means, "mine")
