@@ -508,6 +508,6 @@ def standing(
     if score not in means or score not in highs:
         raise NeuronError(f"score {score!r} has no gap; the scores are {sorted(means)}")
     best = max(means, key=lambda s: means[s])
-    rank = 1 + sum(means[s] > means[score] for s in means)
-    among = highs[score] >= means[best]
+    rank = 1 + sum(bool(means[s] > means[score]) for s in means)
+    among = bool(highs[score] >= means[best])
     return {"best": best, "rank": rank, "among_best": "among" if among else "not among"}

@@ -270,6 +270,7 @@ def test_standing_ranks_a_score_and_decides_whether_it_is_among_the_best() -> No
     assert close["among_best"] == "among"
     series = scores.standing(pd.Series(means), pd.Series(means) + 3.0)
     assert series == {"best": "attribution", "rank": 2, "among_best": "not among"}
+    assert type(series["rank"]) is int  # JSON keeps it a number
     alone = scores.standing(means, means, "attribution")
     assert alone == {"best": "attribution", "rank": 1, "among_best": "among"}
     with pytest.raises(NeuronError, match="'mine' has no gap"):
