@@ -395,6 +395,8 @@ def diagnose(
     draws: int,
     bar: float = 0.7,
     seed: int = 0,
+    confidence: Float[Tensor, " n"] | None = None,
+    gradient: Float[Tensor, "n layer prompt ffn"] | None = None,
 ) -> list[dict[str, object]]:
     """Diagnose each score's top ``count`` neurons (over the model) on one binary view.
 
@@ -403,14 +405,28 @@ def diagnose(
         |correlation| with a neuron outside the set (`redundancy`, on each neuron's mean
         over the scored positions); ``redundant``, the share of them above ``bar``; and
         ``stability``, the mean Jaccard overlap over ``draws`` bootstrap resamples of the
-        examples (`bootstrap_stability`), for predictivity (recomputed on each resample
-        with ``baseline``, one matrix product; NaN for the other scores, whose refits
-        would cost seconds to minutes per resample).
+        examples (`bootstrap_stability`), each score recomputed on each resample:
+        predictivity with ``baseline`` (the training means stay fixed), AUROC,
+        confidence with the examples' ``confidence`` and attribution with their
+        ``gradient``. NaN for the L1 probe, whose refit would cost seconds to minutes
+        per resample, and for a score whose inputs are not given.
     """
     flat = acts.mean(dim=2).flatten(1)
+    inputs = {"confidence": confidence, "attribution": gradient}
     again: dict[str, Callable[[Tensor], Tensor]] = {
         PREDICTIVITY: lambda r: threshold_predictivity(acts[r], labels[r], baseline),
     }
+    for score in SCORES:
+        if score == "l1_probe" or (score in inputs and inputs[score] is None):
+            continue
+        again[score] = lambda r, score=score: score_neurons(
+            score,
+            acts[r],
+            labels[r],
+            None if confidence is None else confidence[r],
+            count,
+            None if gradient is None else gradient[r],
+        )
     rows: list[dict[str, object]] = []
     for score, value in ranked.items():
         closest = redundancy(

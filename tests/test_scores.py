@@ -170,10 +170,19 @@ def test_diagnose_finds_a_copy_of_the_top_neuron_and_a_stable_top_set() -> None:
     auroc = scores.over_positions(scores.auroc(acts, labels))
     baseline = acts[:60].mean(dim=0)
     ranked = {"predictivity": scores.threshold_predictivity(acts, labels, baseline), "auroc": auroc}
-    rows = scores.diagnose(acts, labels, baseline, ranked, 1, 4)
-    assert [r["score"] for r in rows] == ["predictivity", "auroc"]
+    ranked |= {"l1_probe": auroc, "confidence": auroc, "attribution": auroc}
+    gradient = torch.zeros_like(acts)
+    gradient[:, 1, :, 5] = 1.0  # only the planted neuron moves the output
+    rows = scores.diagnose(
+        acts, labels, baseline, ranked, 1, 4, confidence=signal, gradient=gradient
+    )
+    assert [r["score"] for r in rows] == list(ranked)
     assert rows[0]["closest |r|"] == pytest.approx(1.0, abs=1e-6) and rows[0]["redundant"] == 1.0
-    assert rows[0]["stability"] == 1.0 and math.isnan(rows[1]["stability"])
+    stability = {r["score"]: r["stability"] for r in rows}
+    assert math.isnan(stability.pop("l1_probe"))  # refit per resample: not recomputed
+    assert stability == dict.fromkeys(["predictivity", "auroc", "confidence", "attribution"], 1.0)
+    plain = scores.diagnose(acts, labels, baseline, ranked, 1, 4)  # no confidence, no gradient
+    assert [math.isnan(r["stability"]) for r in plain] == [False, False, True, True, True]
 
 
 def test_carry_over_to_the_same_data_agrees_fully_and_needs_a_ranking_per_view() -> None:
