@@ -627,14 +627,10 @@ def class_swapped(
     labels = np.asarray(list(split["label"]))
     predictions = np.full(len(split), -1, dtype=np.int64)
     margins = np.zeros(len(split))
-    decoder = backbone.kind == "decoder"
     hooks = {layer: hook_for(layer) for layer in range(backbone.n_layers) if neurons[layer].any()}
-    with prefix_cached(model, decoder):
-        batches = (
-            (caches if caches is not None else TextCaches()).batches(model, split, batch_size)
-            if decoder
-            else list(model.eval_batches(split, batch_size))
-        )  # the text runs before the hooks go on
+    with prefix_cached(model):
+        caches = caches if caches is not None else TextCaches()
+        batches = caches.batches(model, split, batch_size)  # the text, before the hooks
         with engine.site_hooks(backbone, hooks):
             for batch, cache in batches:
                 current["values"] = targets[batch.labels]

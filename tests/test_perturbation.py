@@ -191,7 +191,7 @@ def test_a_sweep_is_kept_apart_for_each_set_of_training_examples_it_takes_values
     config = perturbation.PerturbConfig(noise=noise, scope="prompt")
     plan = perturbation.SweepPlan(store, [0.0, 0.5], config, random_draws=1, batch_size=4)
     fits = [split.select([0, 1, 2, 3]), split.select([2, 3, 4, 5])]
-    first, second = (plan.run(model, split, order, "mine", {"t": 1}, [], fit) for fit in fits)
+    first, _ = (plan.run(model, split, order, "mine", {"t": 1}, [], fit) for fit in fits)
     assert len(list((store.root / "sweeps").iterdir())) == 2  # not the first one's rows again
     again = plan.run(model, split, order, "mine", {"t": 1}, [], fits[0])
     assert again == first and len(list((store.root / "sweeps").iterdir())) == 2
