@@ -634,12 +634,24 @@ def front_rows(
     store: ArtefactStore,
     upstream: Sequence[str],
     batch_size: int = 32,
+    reference: float | None = None,
+    max_drop: float = 0.0,
+    always: Sequence[Mapping[str, float]] = (),
 ) -> tuple[list[dict[str, object]], dict[str, Backbone]]:
     """Each front point recovered as the paper recovers its pruned model: the pruned
     model stored (`pruned_model`), the prompt retrained on it from where it was (the
     trial's seed, ``train``'s steps and early stopping), and its dev and test accuracy
     (%) before and after. Also returns the pruned models, by point label, for timing; a
     point listed twice (e.g. the paper's recipe on the front) is recovered once.
+
+    Points are recovered fastest (highest ``flop_limit``) first. Given the unpruned
+    prompt's dev accuracy (``reference``), a point slower than one already retrained to
+    within ``max_drop`` of it is left out: `chosen_point`, which takes the fastest point
+    within the drop, can no longer fall on it, nor can `lora_front` train it. Its
+    row keeps NaN accuracies, ``recovery`` ``"none"`` and no pruned model. The points of
+    ``always`` (e.g. the paper's recipe) are recovered whatever the others give; they
+    follow ``front`` in the rows. Each point's fold-only test score and its retraining
+    share one `engine.TextCaches`, so its texts run once on the pruned model.
 
     Each row's ``recovery``, ``dev_recovered``, ``test_recovered`` and ``test_correct``
     (each test example's outcome) are those of its best recovery on dev so far: here
@@ -649,28 +661,53 @@ def front_rows(
         artefact: the prompt's own trial, whose seed the retraining keeps.
         upstream: the keys ``skill_for`` and ``baselines`` come from (probes, prompt).
     """
-    rows, models = [], {}
-    seed = artefact.json("config")["seed"]
-    for point in tqdm(front, desc="front"):
+    points = [(dict(p), False) for p in front] + [(dict(p), True) for p in always]
+    found: dict[str, dict[str, object]] = {}
+    models: dict[str, Backbone] = {}
+    seed, bar = artefact.json("config")["seed"], -math.inf
+    ordered = sorted(points, key=lambda p: -float(p[0]["flop_limit"]))
+    for point, required in tqdm(ordered, desc="front"):
         config = PruneConfig(point["kept_fraction"], point["layer_share"], constant)
         label = f"{config.kept_fraction:g} of {point['pruned_layers']:g} layers"
-        if label in models:  # the same pruned model listed twice
+        if label in models or (label in found and not required):
+            continue  # the same pruned model listed twice
+        if not required and float(point["flop_limit"]) < bar:
+            found[label] = {"point": label, **point, **_LEFT_OUT}
             continue
         skill = skill_for(config.kept_fraction)
         small, stored = pruned_model(model, skill, baselines, config, store, upstream)
-        again = run_trial(small, task, prompt.config, train, seed, store, False, None, artefact)
+        texts = TextCaches()  # the pruned model's texts, shared by both scores below
+        as_is = on_backbone(prompt, small).evaluate(task.test, train.eval_batch_size, caches=texts)
+        again = run_trial(small, task, prompt.config, train, seed, store, False, texts, artefact)
         models[label] = small
         metrics = again.json("metrics")
         row = {
             "point": label,
             **point,
-            "test_fold_only": 100 * on_backbone(prompt, small).evaluate(task.test).accuracy,
+            "test_fold_only": 100 * as_is.accuracy,
             "dev_prompt_retrained": 100 * metrics["dev_accuracy"],
             "test_prompt_retrained": 100 * metrics["test_accuracy"],
             "pruned_key": stored.key,
         }
-        rows.append(row | _recovered(RECOVERIES[0], metrics))
+        found[label] = row | _recovered(RECOVERIES[0], metrics)
+        if reference is not None and 100 * metrics["dev_accuracy"] >= reference - max_drop:
+            bar = max(bar, float(point["flop_limit"]))
+    labels = [f"{p['kept_fraction']:g} of {p['pruned_layers']:g} layers" for p, _ in points]
+    rows = [found[label] for label in dict.fromkeys(labels)]
     return rows, models
+
+
+# A front point that `front_rows` leaves out: a faster one is already within the drop.
+_LEFT_OUT: dict[str, object] = {
+    "test_fold_only": math.nan,
+    "dev_prompt_retrained": math.nan,
+    "test_prompt_retrained": math.nan,
+    "pruned_key": None,
+    "recovery": "none",
+    "dev_recovered": math.nan,
+    "test_recovered": math.nan,
+    "test_correct": None,
+}
 
 
 def _recovered(recovery: str, metrics: Mapping[str, object]) -> dict[str, object]:

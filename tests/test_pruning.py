@@ -439,6 +439,74 @@ def test_front_rows_retrain_each_point_on_its_stored_pruned_model(store) -> None
     )
 
 
+def test_front_rows_leave_out_points_slower_than_one_already_within_the_drop(monkeypatch) -> None:
+    dev = {
+        "0.1 of 3 layers": 0.6,
+        "0.1 of 2 layers": 0.8,
+        "0.5 of 1 layers": 0.9,
+        "0.02 of 3 layers": 0.5,
+    }
+    retrained, shared = [], []
+
+    class Scored:
+        accuracy = 0.5
+
+    class Prompt:
+        config = None
+
+        def evaluate(self, split, batch_size, caches=None):
+            shared.append(caches)
+            return Scored()
+
+    def pruned_model(model, skill, baselines, config, store, upstream):
+        label = f"{config.kept_fraction:g} of {int(4 * config.layer_share)} layers"
+        return label, type("Stored", (), {"key": label})()
+
+    def run_trial(small, task, prompt, train, seed, store, progress, caches, start):
+        retrained.append(small)
+        assert caches is shared[-1] and caches is not None  # one text cache per point
+        metrics = {"dev_accuracy": dev[small], "test_accuracy": 0.7, "test_correct": "1"}
+        return type("Trial", (), {"json": lambda self, name: metrics})()
+
+    monkeypatch.setattr(pruning, "pruned_model", pruned_model)
+    monkeypatch.setattr(pruning, "run_trial", run_trial)
+    monkeypatch.setattr(pruning, "on_backbone", lambda prompt, small: Prompt())
+    artefact = type("Artefact", (), {"json": lambda self, name: {"seed": 0}})()
+
+    def point(fraction: float, layers: int, flop_limit: float) -> dict:
+        return {
+            "kept_fraction": fraction,
+            "layer_share": layers / 4,
+            "pruned_layers": layers,
+            "flop_limit": flop_limit,
+        }
+
+    front = [point(0.1, 3, 1.9), point(0.1, 2, 1.5), point(0.5, 1, 1.2)]
+    recipe = [point(0.02, 3, 2.1)]
+    skill_for = lambda f: f  # noqa: E731
+    task = type("Task", (), {"test": None})()
+    args = (None, Prompt(), artefact, task, front, skill_for, None, "text", tuning.TrainConfig())
+    rows, built = pruning.front_rows(
+        *args, None, [], 4, reference=81.0, max_drop=3.0, always=recipe
+    )
+    # fastest first; "0.1 of 2 layers" reaches 80 >= 81 - 3, so the slower point is left out
+    assert retrained == ["0.02 of 3 layers", "0.1 of 3 layers", "0.1 of 2 layers"]
+    assert [r["point"] for r in rows] == [*dev][:3] + ["0.02 of 3 layers"]
+    assert list(built) == retrained
+    left = rows[2]
+    assert (
+        left["recovery"] == "none"
+        and math.isnan(left["dev_recovered"])
+        and left["pruned_key"] is None
+    )
+    assert rows[1]["dev_recovered"] == 80.0 and rows[3]["dev_recovered"] == 50.0
+    assert pruning.chosen_point(rows, 81.0, 3.0)["point"] == "0.1 of 2 layers"
+    # without a reference every point is recovered
+    retrained.clear()
+    rows, _ = pruning.front_rows(*args, None, [], 4, always=recipe)
+    assert len(retrained) == 4 and all(r["recovery"] == "prompt_retrained" for r in rows)
+
+
 def test_lora_front_trains_only_points_that_could_still_be_chosen(monkeypatch) -> None:
     def point(name: str, flop_limit: float, dev: float) -> dict:
         recovered = {"dev_recovered": dev, "test_recovered": dev - 1, "test_correct": "1"}
