@@ -175,6 +175,19 @@ def test_every_numeric_parameter_has_a_range() -> None:
         assert runner.range_problem(name, declared[name]) is None, name
 
 
+def test_the_chapters_ask_for_the_same_text_states() -> None:
+    # A split's text states are stored per batch size and split: chapters that batch or
+    # cut their splits differently would each run the same texts again.
+    values: dict[str, set[object]] = {"batch": set(), "fit": set()}
+    for notebook in NOTEBOOKS:
+        defaults = runner._defaults(notebook)
+        values["batch"] |= {
+            defaults[k] for k in ("eval_batch_size", "probe_batch_size") if k in defaults
+        }
+        values["fit"] |= {defaults[k] for k in ("baseline_size", "spread_size") if k in defaults}
+    assert {k: len(v) for k, v in values.items()} == {"batch": 1, "fit": 1}, values
+
+
 def test_trial_counts_and_seeds_are_checked_across_chapters(tmp_path: Path) -> None:
     root = _root_with_chapters(
         tmp_path, "trials: 2\nsweep_trials: 3\nretrain_trials: null\nrobustness_seed: 1\n"
