@@ -668,7 +668,7 @@ def front_rows(
     ordered = sorted(points, key=lambda p: -float(p[0]["flop_limit"]))
     for point, required in tqdm(ordered, desc="front"):
         config = PruneConfig(point["kept_fraction"], point["layer_share"], constant)
-        label = f"{config.kept_fraction:g} of {point['pruned_layers']:g} layers"
+        label = _label(point)
         if label in models or (label in found and not required):
             continue  # the same pruned model listed twice
         if not required and float(point["flop_limit"]) < bar:
@@ -692,9 +692,13 @@ def front_rows(
         found[label] = row | _recovered(RECOVERIES[0], metrics)
         if reference is not None and 100 * metrics["dev_accuracy"] >= reference - max_drop:
             bar = max(bar, float(point["flop_limit"]))
-    labels = [f"{p['kept_fraction']:g} of {p['pruned_layers']:g} layers" for p, _ in points]
-    rows = [found[label] for label in dict.fromkeys(labels)]
+    rows = [found[label] for label in dict.fromkeys(_label(p) for p, _ in points)]
     return rows, models
+
+
+def _label(point: Mapping[str, float]) -> str:
+    """A front point's name: its kept fraction and how many layers it prunes."""
+    return f"{point['kept_fraction']:g} of {point['pruned_layers']:g} layers"
 
 
 # A front point that `front_rows` leaves out: a faster one is already within the drop.
