@@ -651,7 +651,8 @@ def front_rows(
     row keeps NaN accuracies, ``recovery`` ``"none"`` and no pruned model. The points of
     ``always`` (e.g. the paper's recipe) are recovered whatever the others give; they
     follow ``front`` in the rows. Each point's fold-only test score and its retraining
-    share one `engine.TextCaches`, so its texts run once on the pruned model.
+    share one `engine.TextCaches`, so its texts run once on the pruned model where
+    ``batch_size`` is ``train.eval_batch_size`` (as chapter 05 sets it).
 
     Each row's ``recovery``, ``dev_recovered``, ``test_recovered`` and ``test_correct``
     (each test example's outcome) are those of its best recovery on dev so far: here
@@ -677,7 +678,7 @@ def front_rows(
         skill = skill_for(config.kept_fraction)
         small, stored = pruned_model(model, skill, baselines, config, store, upstream)
         texts = TextCaches()  # the pruned model's texts, shared by both scores below
-        as_is = on_backbone(prompt, small).evaluate(task.test, train.eval_batch_size, caches=texts)
+        as_is = on_backbone(prompt, small).evaluate(task.test, batch_size, caches=texts)
         again = run_trial(small, task, prompt.config, train, seed, store, False, texts, artefact)
         models[label] = small
         metrics = again.json("metrics")
