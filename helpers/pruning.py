@@ -691,10 +691,16 @@ def front_rows(
             "pruned_key": stored.key,
         }
         found[label] = row | _recovered(RECOVERIES[0], metrics)
-        if reference is not None and 100 * metrics["dev_accuracy"] >= reference - max_drop:
+        if reference is not None and _within(100 * metrics["dev_accuracy"], reference, max_drop):
             bar = max(bar, float(point["flop_limit"]))
     rows = [found[label] for label in dict.fromkeys(_label(p) for p, _ in points)]
     return rows, models
+
+
+def _within(dev: float, reference: float, max_drop: float) -> bool:
+    """Whether a dev accuracy is at most ``max_drop`` points below ``reference``: the
+    rule a pruned model is chosen by (`chosen_point`); NaN (not recovered) is not."""
+    return dev >= reference - max_drop
 
 
 def _label(point: Mapping[str, float]) -> str:
@@ -747,7 +753,7 @@ def lora_front(
     adapts (W + BA), so the recovered model keeps the pruned model's shape and speed.
     """
     alone = chosen_point(rows, reference, max_drop)
-    within = float(alone["dev_recovered"]) >= reference - max_drop  # type: ignore[arg-type]
+    within = _within(float(alone["dev_recovered"]), reference, max_drop)  # type: ignore[arg-type]
     bar = float(alone["flop_limit"]) if within else -math.inf  # type: ignore[arg-type]
     found = []
     for row in tqdm(rows, desc="LoRA on the front"):
@@ -813,7 +819,7 @@ def chosen_point(
     accuracy (``dev_recovered``: its best recovery's, `lora_front`) is at most
     ``max_drop`` points below ``reference`` (the unpruned prompt's dev accuracy on the
     same dev examples); if none is, the most accurate one on dev."""
-    within = [r for r in rows if float(r["dev_recovered"]) >= reference - max_drop]
+    within = [r for r in rows if _within(float(r["dev_recovered"]), reference, max_drop)]  # type: ignore[arg-type]
     if within:
         return dict(max(within, key=lambda r: float(r["flop_limit"])))
     return dict(max(rows, key=lambda r: float(r["dev_recovered"])))
