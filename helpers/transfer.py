@@ -159,9 +159,12 @@ def relative_transfer(
     """Transfer accuracy relative to the target's own prompt accuracy (Su et al.).
 
     A display scale only: it divides each target's column by one number, so it cannot
-    change a per-target ranking of sources, nor any `target_correlations`.
+    change a per-target ranking of sources, nor any `target_correlations`. A target whose
+    own prompts score 0 (a failed tuning run on one's own data) has no such scale: its
+    column is NaN.
     """
-    return accuracy / own[None, :]
+    scale = own[None, :].expand_as(accuracy)
+    return torch.where(scale > 0, accuracy / scale, torch.full_like(accuracy, float("nan")))
 
 
 def target_correlations(

@@ -93,6 +93,9 @@ def test_relative_transfer_bootstrap_and_leave_one_out() -> None:
         transfer.relative_transfer(accuracy, torch.tensor([0.8, 0.5])),
         torch.tensor([[1.0, 0.8], [0.75, 1.0]]),
     )
+    failed = transfer.relative_transfer(accuracy, torch.tensor([0.8, 0.0]))
+    assert torch.allclose(failed[:, 0], torch.tensor([1.0, 0.75])), failed
+    assert bool(failed[:, 1].isnan().all()), failed  # no own accuracy to divide by
     assert transfer.bootstrap_interval(torch.full((4,), 0.3)) == pytest.approx((0.3, 0.3))
     low, high = transfer.bootstrap_interval(torch.tensor([0.0, 1.0, 0.5, 0.2]))
     assert 0.0 <= low < high <= 1.0
