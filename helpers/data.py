@@ -96,6 +96,16 @@ class TaskSpec:
         return len(self.label_names)
 
     @property
+    def seed_name(self) -> str:
+        """What the task's random draws (splits, trial seeds, null permutations) are seeded
+        by: the registry name, or for a task of your own its files' sha256, so that the
+        same file in another folder (or under another name) gets the same splits and the
+        same trials, not draws that follow the path."""
+        if not self.files:
+            return self.name
+        return "|".join(resources.sha256_file(file) for file in self.files)
+
+    @property
     def has_pair(self) -> bool:
         """Whether examples are sentence pairs."""
         return "{text_pair}" in self.template
@@ -894,12 +904,8 @@ def load_task(
     if spec.files:
         config["content"] = {file.name: resources.sha256_file(file) for file in spec.files}
 
-    # A file's splits follow its content, not the path that names it: the same file in
-    # another folder (or under another name) gets the same splits.
-    drawn_for = "|".join(config["content"].values()) if spec.files else name
-
     def compute() -> tuple[dict, dict]:
-        chosen = split_indices(pools, sizes, stable_seed("splits", drawn_for, seed), balance)
+        chosen = split_indices(pools, sizes, stable_seed("splits", spec.seed_name, seed), balance)
         return {}, {"indices": {s: {"pool": p, "rows": r} for s, (p, r) in chosen.items()}}
 
     if store is not None:

@@ -159,7 +159,7 @@ def run_method(
     The artefact (stage ``methods``) holds the trained tensors and the dev/test accuracy.
     """
     backbone = backbone_factory()
-    trial_seed = stable_seed("method", config.method, task.spec.name, seed)
+    trial_seed = stable_seed("method", config.method, task.spec.seed_name, seed)
     model, parameters = method_model(backbone, task, prompt, config, trial_seed)
     settings = {
         "backbone": backbone.name,

@@ -281,7 +281,7 @@ def probe(
         common = (config.batch_size, caches, progress)
         base = activations.baselines(model, fit, fit_views, *common, config.pooling)
         dev_views = binary_views(task.dev, n_classes)
-        seeds = {view: stable_seed("null", task.spec.name, view) for view in dev_views}
+        seeds = {view: stable_seed("null", task.spec.seed_name, view) for view in dev_views}
         dev = activations.threshold_accuracies(
             model, task.dev, dev_views, base, *common, config.permutations, seeds, config.pooling
         )

@@ -67,7 +67,7 @@ def _trial_model(
     backbone: Backbone, task: TaskData, prompt: PromptConfig, seed: int, start: Artefact | None
 ) -> tuple[SoftPromptModel, int]:
     """A trial's prompt model, initialised from its seed or from ``start``."""
-    trial_seed = stable_seed("trial", task.spec.name, seed)
+    trial_seed = stable_seed("trial", task.spec.seed_name, seed)
     model = SoftPromptModel(backbone, prompt, seed=trial_seed)
     if start is not None:
         with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -406,3 +407,23 @@ def test_a_trial_can_start_from_a_stored_prompt_on_a_backbone_of_the_same_width(
     narrow.prompt = torch.nn.Parameter(torch.zeros(3, 7))
     with pytest.raises(prompting.PromptError, match="cannot run on 'tiny-gpt2'"):
         prompt_trials.on_backbone(narrow, models.tiny_backbone("gpt2"))
+
+
+def test_a_moved_task_file_tunes_the_same_prompt(tmp_path: Path, tiny_csv: Path, store) -> None:
+    """A task of one's own is seeded by its content, not its path: a copy of the file in
+    another folder gets the same splits, the same trial seed and so the same prompt."""
+    moved = tmp_path / "elsewhere" / "copy.csv"
+    moved.parent.mkdir()
+    moved.write_text(tiny_csv.read_text())
+    tiny = models.tiny_backbone("llama")
+    config = prompting.PromptConfig(length=2, max_text_tokens=8)
+    train = tuning.TrainConfig(max_steps=2, eval_every=1, batch_size=4)
+    prompts = []
+    for file in (tiny_csv, moved):
+        task = data.load_task(str(file), data.SplitSizes(16, 8, 8), seed=5)
+        prompts.append(prompt_trials.run_trial(tiny, task, config, train, 0, store, False))
+    assert prompts[0].key != prompts[1].key  # stored apart: the task names differ
+    first, second = (p.tensors()["prompt"] for p in prompts)
+    assert torch.equal(first, second)
+    other = prompt_trials.run_trial(tiny, task, config, train, 1, store, False)
+    assert not torch.equal(other.tensors()["prompt"], first)  # the trial seed still counts
