@@ -163,8 +163,7 @@ def relative_transfer(
     own prompts score 0 (a failed tuning run on one's own data) has no such scale: its
     column is NaN.
     """
-    scale = own[None, :].expand_as(accuracy)
-    return torch.where(scale > 0, accuracy / scale, torch.full_like(accuracy, float("nan")))
+    return accuracy / torch.where(own > 0, own, float("nan"))[None, :]
 
 
 def target_correlations(
