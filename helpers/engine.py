@@ -80,7 +80,8 @@ def record_neurons(
     """Record each chosen layer's neuron activations on the next forward passes.
 
     Yields a dict that fills as the model runs: layer index -> the activations of the
-    latest forward pass, detached, shape ``[n, seq, ffn]``.
+    latest forward pass, detached, in float32 whatever the backbone's precision (the
+    statistics that read them add up many), shape ``[n, seq, ffn]``.
 
     Example:
         >>> with record_neurons(backbone) as acts:
@@ -92,7 +93,7 @@ def record_neurons(
     recorded: dict[int, Tensor] = {}
 
     def keep(layer: int) -> Callable[[Tensor], None]:
-        return lambda x: recorded.__setitem__(layer, x.detach())
+        return lambda x: recorded.__setitem__(layer, x.detach().float())
 
     with site_hooks(backbone, {layer: keep(layer) for layer in chosen}):
         yield recorded

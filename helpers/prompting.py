@@ -304,11 +304,12 @@ class SoftPromptModel(nn.Module):
     def forward(
         self, batch: PromptBatch, cache: DynamicCache | None = None
     ) -> Float[Tensor, "n label"]:
-        """Return the label words' logits at the prediction position."""
+        """Return the label words' logits at the prediction position, in float32 whatever
+        the backbone's precision (the loss and every comparison of logits read them)."""
         hidden = self.prompt_hidden(batch, cache)
         # The prediction position is the last scored one (decoder) or the [MASK] (encoder).
         at = hidden[:, 0] if self.backbone.kind == "encoder" else hidden[:, -1]
-        return self.backbone.head()(at)[:, self.label_ids]
+        return self.backbone.head()(at)[:, self.label_ids].float()
 
     def text_lengths(self, data: Dataset) -> np.ndarray:
         """Return each example's text tokens as ``encode`` cuts them (pair and separator in)."""

@@ -226,18 +226,20 @@ def _slice_input(module: nn.Module, kept: Tensor) -> nn.Module:
 def _slice_output(module: nn.Module, kept: Tensor, removed: Tensor, baseline: Tensor) -> nn.Module:
     """An FFN output projection reading only the kept neurons, the removed ones folded in."""
     weight = module.weight.detach()
-    base = baseline.to(weight.dtype)
+    # The fold is summed in float32 (then stored in the backbone's precision), so a
+    # bfloat16 backbone's bias is rounded once, not at every step of the sum.
+    full, base = weight.float(), baseline.float()
     if isinstance(module, nn.Linear):
         new = nn.Linear(len(kept), module.out_features, bias=True)
         new.weight = nn.Parameter(weight[:, kept].clone(), requires_grad=False)
-        fold = weight[:, removed] @ base[removed]
+        fold = full[:, removed] @ base[removed]
     elif isinstance(module, Conv1D):
         new = Conv1D(weight.shape[1], len(kept))
         new.weight = nn.Parameter(weight[kept].clone(), requires_grad=False)
-        fold = base[removed] @ weight[removed]
+        fold = base[removed] @ full[removed]
     else:
         raise TypeError(f"cannot prune an FFN projection of type {type(module).__name__}")
-    bias = module.bias.detach() if module.bias is not None else torch.zeros_like(fold)
+    bias = module.bias.detach().float() if module.bias is not None else torch.zeros_like(fold)
     new.bias = nn.Parameter(bias + fold, requires_grad=False)
     return new.to(weight.dtype)
 

@@ -502,11 +502,25 @@ def execute(
         seconds = time.perf_counter() - start
         print(f"executed {notebook.name} [{profile}] in {seconds:.0f} s", flush=True)
         status.append(
-            {"notebook": notebook.stem, "seconds": round(seconds, 1), "parameters": parameters}
+            {
+                "notebook": notebook.stem,
+                "seconds": round(seconds, 1),
+                "precision": ran_in(
+                    parameters.get("precision", _defaults(notebook).get("precision"))
+                ),
+                "parameters": parameters,
+            }
         )
         # Written after every chapter, so a later chapter (the run-status page) can show it.
         status_file.write_text(json.dumps(run_status(profile, status, root), indent=1))
     return status
+
+
+def ran_in(precision: str | None) -> str:
+    """The dtype a chapter's ``precision`` parameter ran the backbone in ("" if it has none)."""
+    from helpers.models import resolve_precision
+
+    return "" if precision is None else str(resolve_precision(precision)).removeprefix("torch.")
 
 
 def run_status(profile: str, rows: list[dict[str, Any]], root: Path = ROOT) -> dict[str, Any]:
@@ -532,6 +546,7 @@ def run_status(profile: str, rows: list[dict[str, Any]], root: Path = ROOT) -> d
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {platform.system()}, {os.cpu_count()} cores",
         "device": device,
+        "processor": processor(),
         "versions": versions(),
         "commit": commit or "unknown",
         "notebooks": rows,

@@ -205,7 +205,7 @@ def log_odds_gradients(
                 odds = log_odds(logits, view, names).sum()  # examples are independent
                 grads = torch.autograd.grad(odds, inputs, retain_graph=i < len(views) - 1)
                 scored = engine.at_scored(model, batch, torch.stack(grads, 1))
-                out[view][batch.rows] = scored[:, :, mask]
+                out[view][batch.rows] = scored[:, :, mask].float()
     return out
 
 

@@ -205,7 +205,7 @@ def _step_logits(
         ]
     )
     hidden = first.prompt_hidden(joint, text, suffix)
-    joint_logits = first.backbone.head()(hidden[:, -1])[:, first.label_ids]
+    joint_logits = first.backbone.head()(hidden[:, -1])[:, first.label_ids].float()
     return list(joint_logits.split([len(b.labels) for b in batches]))
 
 

@@ -59,17 +59,18 @@ class Workspace:
         sizes: data.SplitSizes | tuple[int | None, int | None, int | None],
         split_seed: int,
         store_dir: str | Path,
+        precision: models.Precision = "float32",
     ) -> Workspace:
         """Open the store, load every task's splits (persisted there) and the backbone.
 
         ``sizes`` caps the train, dev and test splits (`data.SplitSizes`, or its three
-        values in that order).
+        values in that order); ``precision`` is the backbone's (`models.resolve_precision`).
         """
         if not isinstance(sizes, data.SplitSizes):
             sizes = data.SplitSizes(*sizes)
         store = ArtefactStore(store_dir)
         loaded = {name: data.load_task(name, sizes, split_seed, store) for name in tasks}
-        return cls(store, models.load_backbone(backbone), loaded)
+        return cls(store, models.load_backbone(backbone, precision), loaded)
 
     def _load(self, chapter: str, field_name: str, stage: str) -> dict[str, list[Artefact]]:
         """The artefacts a chapter's results list under ``field_name``, for every task."""

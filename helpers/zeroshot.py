@@ -104,9 +104,10 @@ def label_logits(
     positions: Int[Tensor, " n"],
     label_ids: Sequence[int],
 ) -> Float[Tensor, "n label"]:
-    """Apply the LM/MLM head at one position per example, keeping the label words' logits."""
+    """Apply the LM/MLM head at one position per example, keeping the label words' logits
+    (in float32)."""
     at = hidden[torch.arange(hidden.shape[0]), positions]
-    return backbone.head()(at)[:, list(label_ids)]
+    return backbone.head()(at)[:, list(label_ids)].float()
 
 
 def hard_prompt_batches(

@@ -118,6 +118,33 @@ def test_a_local_folder_is_named_by_its_content(tmp_path) -> None:
     assert replaced.name.startswith(f"{tmp_path}#") and replaced.name != loaded.name
 
 
+def test_a_backbone_in_bfloat16_is_named_apart_and_records_float32(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny = models.tiny_backbone("llama")
+    tiny.model.save_pretrained(tmp_path)
+    tiny.tokenizer.save_pretrained(tmp_path)
+    full = models.load_backbone(str(tmp_path))
+    half = models.load_backbone(str(tmp_path), "bfloat16")
+    assert (full.dtype, half.dtype) == (torch.float32, torch.bfloat16)
+    assert half.name == f"{full.name}:bfloat16"  # its artefacts never mix with float32's
+    assert models.random_like(half).dtype == torch.bfloat16
+    encoded = tiny.tokenizer(["a good movie"], return_tensors="pt")
+    with engine.record_neurons(half) as low, engine.record_neurons(full) as high:
+        half.model(**encoded)
+        full.model(**encoded)
+    assert low[0].dtype == torch.float32  # recorded in float32 for the statistics
+    torch.testing.assert_close(low[0], high[0], atol=0.05, rtol=0.05)
+    # "auto" follows the processor: bfloat16 only where it multiplies it in hardware
+    for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(models, "bf16_matmul", lambda fast=fast: fast)
+        assert models.resolve_precision("auto") == dtype
+    with pytest.raises(
+        ValueError, match="precision must be one of 'auto', 'float32', 'bfloat16'; got 'half'"
+    ):
+        models.load_backbone(str(tmp_path), "half")  # type: ignore[arg-type]
+
+
 def test_unknown_model_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(models.UnknownModelError, match="unknown model 'no-such-model'"):
         models.load_backbone("no-such-model")

@@ -185,6 +185,24 @@ def test_cached_text_prefix_gives_the_full_layout_outputs(model_type: str) -> No
     torch.testing.assert_close(cached.prompt.grad, full.prompt.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_a_bfloat16_backbone_gives_float32_logits_that_train_the_prompt() -> None:
+    tiny = models.tiny_backbone("llama")
+    half = models.tiny_backbone("llama")
+    half.model.to(torch.bfloat16)
+    high, low = _soft(tiny, template="answer :"), _soft(half, template="answer :")
+    assert low.prompt.dtype == torch.bfloat16
+    batch = next(low.batches(_pairs(), 6))
+    logits = low(batch, low.text_cache(batch))
+    assert logits.dtype == torch.float32  # the loss and every comparison read float32
+    torch.testing.assert_close(logits, high(batch), rtol=0.05, atol=0.05)
+    torch.nn.functional.cross_entropy(logits, batch.labels).backward()
+    assert low.prompt.grad is not None and low.prompt.grad.abs().sum() > 0
+    scores = zeroshot.label_logits(
+        half, torch.randn(2, 3, 32, dtype=torch.bfloat16), torch.tensor([0, 2]), [5, 6]
+    )
+    assert scores.dtype == torch.float32
+
+
 def test_decoder_template_and_pair_separator(tmp_path) -> None:
     tiny = models.tiny_backbone("llama")
     model = _soft(tiny, template="answer :", separator=" . ")

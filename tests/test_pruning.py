@@ -42,6 +42,26 @@ def test_pruned_model_equals_removed_neurons_fixed_at_their_baselines(
     torch.testing.assert_close(tiny.model(input_ids=ids).logits, before, rtol=0, atol=0)
 
 
+def test_a_bfloat16_pruned_model_equals_the_masked_one_to_a_few_rounding_steps() -> None:
+    # Chapter 05's check: the two sum the same terms in another order, so they may differ
+    # by a few of bfloat16's rounding steps of the largest logit, never by a constant.
+    tiny = models.tiny_backbone("llama")
+    tiny.model.to(torch.bfloat16)
+    kept, baselines = _setup(tiny)
+    ids = _ids(tiny)
+    pruned = pruning.prune(tiny, kept, baselines)
+    assert pruned.dtype == torch.bfloat16
+    fold = pruned.neuron_sites()[1].bias.double()
+    weight, removed = tiny.neuron_sites()[1].weight.double(), pruning.removed_mask(tiny, kept)[1]
+    exact = weight[:, removed] @ baselines[1, removed].double()  # summed without rounding
+    torch.testing.assert_close(fold, exact, rtol=2**-8, atol=1e-6)  # rounded once
+    with perturbation.perturbed(tiny, pruning.removed_mask(tiny, kept), "value", baselines):
+        masked = tiny.model(input_ids=ids).logits.float()
+    small = pruned.model(input_ids=ids).logits.float()
+    tolerance = 4 * torch.finfo(torch.bfloat16).eps * float(masked.abs().max())
+    assert float((small - masked).abs().max()) < tolerance
+
+
 def test_keeping_every_neuron_changes_nothing(tiny: models.Backbone) -> None:
     # Folding the kept neurons' baselines too (the official code) would fail this.
     baselines = torch.randn(tiny.n_layers, tiny.ffn_width)
