@@ -18,6 +18,7 @@ precisions agree on, the processor and what ``precision = "auto"`` picks on it.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -48,7 +49,10 @@ def main() -> None:
         optimizer = torch.optim.Adam([model.prompt], lr=0.03)
 
         def step(model=model, train=train, cache=cache, optimizer=optimizer) -> None:
-            loss = nn.functional.cross_entropy(model(train, cache), train.labels)
+            # A copy of the text's cache, as training gathers one for every step: the
+            # forward pass appends the prompt's keys and values, which hold gradients.
+            logits = model(train, copy.deepcopy(cache))
+            loss = nn.functional.cross_entropy(logits, train.labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
