@@ -534,7 +534,7 @@ def test_lora_front_trains_only_points_that_could_still_be_chosen(monkeypatch) -
 
     rows = [point("slow", 1.2, 80.0), point("mid", 1.6, 79.0), point("fast", 1.9, 60.0)]
     rows.append(point("fastest", 2.1, 55.0))
-    lora_dev = {"slow": 0.9, "mid": 0.9, "fast": 0.79, "fastest": 0.5}
+    lora_dev = {"slow": 0.85, "mid": 0.9, "fast": 0.79, "fastest": 0.5}
     trained = []
 
     def lora(backbone, pruned, *args) -> dict:
@@ -544,19 +544,25 @@ def test_lora_front_trains_only_points_that_could_still_be_chosen(monkeypatch) -
     monkeypatch.setattr(pruning, "lora_recovery", lora)
     store = type("Store", (), {"load": lambda self, stage, key: key})()
     found = pruning.lora_front(None, rows, None, None, None, None, None, store, 81.0, 3.0)
-    # prompt retraining alone chooses "mid" (79 >= 81 - 3): it and faster points are trained
-    assert trained == ["mid", "fast", "fastest"]
-    assert [math.isnan(r["dev_lora"]) for r in found] == [True, False, False, False]
+    # prompt retraining alone chooses "mid" (79 >= 81 - 3): nothing slower is trained;
+    # fastest first, "fast" comes within the drop by its LoRA, so "mid" is not trained
+    assert trained == ["fastest", "fast"]
+    assert [math.isnan(r["dev_lora"]) for r in found] == [True, True, False, False]
     mid, fast, fastest = found[1], found[2], found[3]
-    assert mid["recovery"] == "lora" and mid["dev_recovered"] == 90.0  # LoRA better on dev
+    assert mid["dev_recovered"] == 79.0 and "recovery" not in mid  # kept its own
     assert (fast["recovery"], fast["dev_recovered"], fast["test_recovered"]) == ("lora", 79.0, 70.0)
     assert fast["test_correct"] == "0" and fastest["dev_lora"] == 50.0
     assert fastest["dev_recovered"] == 55.0 and "recovery" not in fastest  # kept its own
-    assert pruning.chosen_point(found, 81.0, 3.0)["point"] == "fast"
-    # no point within the drop by prompt retraining: every point could still be chosen
+    assert pruning.chosen_point(found, 81.0, 3.0)["point"] == "fast"  # as if all were trained
+    # no point within the drop, by prompt retraining or a LoRA: every point is trained
     trained.clear()
-    pruning.lora_front(None, rows, None, None, None, None, None, store, 95.0, 3.0)
-    assert trained == ["slow", "mid", "fast", "fastest"]
+    found = pruning.lora_front(None, rows, None, None, None, None, None, store, 95.0, 3.0)
+    assert trained == ["fastest", "fast", "mid", "slow"]
+    assert pruning.chosen_point(found, 95.0, 3.0)["point"] == "mid"  # the most accurate
+    # a LoRA brings "mid" within (90 >= 89): "slow" is left out
+    trained.clear()
+    pruning.lora_front(None, rows, None, None, None, None, None, store, 92.0, 3.0)
+    assert trained == ["fastest", "fast", "mid"]
 
 
 def test_lora_recovery_adapts_a_copy_of_the_pruned_model_and_keeps_the_prompt(store) -> None:
