@@ -175,7 +175,7 @@ class Backbone:
             "class": type(self.model).__name__,
             "model_type": self.model.config.model_type,
             "kind": self.kind,
-            "precision": str(self.dtype).removeprefix("torch."),
+            "precision": dtype_name(self.dtype),
             "layers": self.n_layers,
             "hidden": self.model.config.hidden_size,
             "ffn_width": self.ffn_width,
@@ -253,6 +253,11 @@ def folder_digest(folder: Path) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:12]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A dtype's name as `Precision` spells it: ``float32``, ``bfloat16``."""
+    return str(dtype).removeprefix("torch.")
 
 
 def bf16_matmul() -> bool:
@@ -338,7 +343,7 @@ def load_backbone(name: str, precision: Precision = "float32") -> Backbone:
     elif not Path(source).is_dir() and getattr(config, "_commit_hash", None):
         identity = f"{name}@{config._commit_hash[:12]}"
     if dtype != torch.float32:
-        identity = f"{identity}:{str(dtype).removeprefix('torch.')}"
+        identity = f"{identity}:{dtype_name(dtype)}"
     return _prepare(identity, model, tokenizer)
 
 

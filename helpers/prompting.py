@@ -304,11 +304,15 @@ class SoftPromptModel(nn.Module):
     def forward(
         self, batch: PromptBatch, cache: DynamicCache | None = None
     ) -> Float[Tensor, "n label"]:
-        """Return the label words' logits at the prediction position, in float32 whatever
-        the backbone's precision (the loss and every comparison of logits read them)."""
+        """Return the label words' logits at the prediction position."""
         hidden = self.prompt_hidden(batch, cache)
         # The prediction position is the last scored one (decoder) or the [MASK] (encoder).
-        at = hidden[:, 0] if self.backbone.kind == "encoder" else hidden[:, -1]
+        return self.label_logits(hidden[:, 0] if self.backbone.kind == "encoder" else hidden[:, -1])
+
+    def label_logits(self, at: Float[Tensor, "n d"]) -> Float[Tensor, "n label"]:
+        """Return the label words' logits of final hidden states at the prediction position,
+        in float32 whatever the backbone's precision (the loss and every comparison of
+        logits read them)."""
         return self.backbone.head()(at)[:, self.label_ids].float()
 
     def text_lengths(self, data: Dataset) -> np.ndarray:

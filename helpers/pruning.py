@@ -286,6 +286,14 @@ def prune(
     return pruned
 
 
+def fold_tolerance(logits: Tensor, dtype: torch.dtype) -> float:
+    """How far a pruned model's logits may lie from the masked original's (`prune` keeps
+    them equal up to rounding): a few rounding steps of ``dtype`` at the largest logit,
+    and at least 0.001. The two sum the same terms in another order; in bfloat16 one step
+    of a logit near 10 is 0.06."""
+    return max(1e-3, 4 * torch.finfo(dtype).eps * float(logits.abs().max()))
+
+
 def removed_mask(
     backbone: Backbone, kept: Mapping[int, Sequence[int]]
 ) -> Bool[Tensor, "layer ffn"]:

@@ -518,9 +518,9 @@ def execute(
 
 def ran_in(precision: str | None) -> str:
     """The dtype a chapter's ``precision`` parameter ran the backbone in ("" if it has none)."""
-    from helpers.models import resolve_precision
+    from helpers.models import dtype_name, resolve_precision
 
-    return "" if precision is None else str(resolve_precision(precision)).removeprefix("torch.")
+    return "" if precision is None else dtype_name(resolve_precision(precision))
 
 
 def run_status(profile: str, rows: list[dict[str, Any]], root: Path = ROOT) -> dict[str, Any]:

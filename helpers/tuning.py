@@ -205,7 +205,7 @@ def _step_logits(
         ]
     )
     hidden = first.prompt_hidden(joint, text, suffix)
-    joint_logits = first.backbone.head()(hidden[:, -1])[:, first.label_ids].float()
+    joint_logits = first.label_logits(hidden[:, -1])
     return list(joint_logits.split([len(b.labels) for b in batches]))
 
 

@@ -58,8 +58,10 @@ def test_a_bfloat16_pruned_model_equals_the_masked_one_to_a_few_rounding_steps()
     with perturbation.perturbed(tiny, pruning.removed_mask(tiny, kept), "value", baselines):
         masked = tiny.model(input_ids=ids).logits.float()
     small = pruned.model(input_ids=ids).logits.float()
-    tolerance = 4 * torch.finfo(torch.bfloat16).eps * float(masked.abs().max())
+    tolerance = pruning.fold_tolerance(masked, torch.bfloat16)
+    assert tolerance == max(1e-3, 4 * 2**-7 * float(masked.abs().max()))
     assert float((small - masked).abs().max()) < tolerance
+    assert pruning.fold_tolerance(torch.tensor([-20.0, 3.0]), torch.float32) == 1e-3
 
 
 def test_keeping_every_neuron_changes_nothing(tiny: models.Backbone) -> None:
