@@ -62,6 +62,8 @@ def test_a_bfloat16_pruned_model_equals_the_masked_one_to_a_few_rounding_steps()
     assert tolerance == max(1e-3, 4 * 2**-7 * float(masked.abs().max()))
     assert float((small - masked).abs().max()) < tolerance
     assert pruning.fold_tolerance(torch.tensor([-20.0, 3.0]), torch.float32) == 1e-3
+    # a known answer: 4 steps of bfloat16 (2^-7 each) at the largest logit, 16
+    assert pruning.fold_tolerance(torch.tensor([-16.0, 3.0]), torch.bfloat16) == 0.5
 
 
 def test_keeping_every_neuron_changes_nothing(tiny: models.Backbone) -> None:
