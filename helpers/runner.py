@@ -256,6 +256,7 @@ RANGES: dict[str, Range] = {
     "ablation_fractions": Range(0, 1),  # ablated shares: 0 is the unablated reference
     "swap_fractions": Range(0, 1),  # class-swapped shares: 0 is the unpatched reference
     "stability_draws": COUNT,
+    "diagnostic_count": COUNT,
     "redundancy_bar": Range(0, 1),
 }
 
