@@ -54,6 +54,10 @@ class TaskFileError(ValueError):
     """A task file cannot be read as a task: its path, encoding, columns, labels or rows."""
 
 
+class ReplicateError(ValueError):
+    """A replicate number is not a whole number from 0."""
+
+
 class LabelWordError(ValueError):
     """A label word is not exactly one token for the backbone in use."""
 
@@ -702,6 +706,18 @@ def stable_seed(*parts: object) -> int:
     """Return a 63-bit seed from sha256 of the parts: the same in every process."""
     digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+REPLICATE_SHIFT = 10_000  # beyond every seed a chapter counts up from (trials, draws)
+
+
+def seed_shift(replicate: int) -> int:
+    """What replicate ``replicate`` of the book adds to every seed it draws from (trials,
+    random draws, noise, resamples; never the splits, so every replicate scores the same
+    examples): 0 for the book itself."""
+    if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
+        raise ReplicateError(f"replicate must be a whole number >= 0, got {replicate!r}")
+    return REPLICATE_SHIFT * replicate
 
 
 def split_digest(split: Dataset) -> str:

@@ -31,6 +31,17 @@ TABLE1_NEURON: dict[str, tuple[float, float]] = {
     "dbpedia": (99.8, 0.1),
 }
 
+# Classes of each of the paper's tasks, for chance levels on scale-free comparisons.
+CLASSES: dict[str, int] = {
+    "sst2": 2,
+    "imdb": 2,
+    "tweet": 3,
+    "mnli": 3,
+    "qnli": 2,
+    "agnews": 4,
+    "dbpedia": 14,
+}
+
 # Which paper task each embedded task stands in for (same type and number of classes).
 ANALOGUE: dict[str, str] = {
     "rotten_tomatoes": "sst2",

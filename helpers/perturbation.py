@@ -112,7 +112,10 @@ def perturbed(
             if how == "gaussian":
                 steps = 1 if per == "example" else x.shape[1]
                 noise = torch.randn(x.shape[0], steps, x.shape[-1], generator=generator) * scale
-                x = x + noise.to(x.dtype) * where.to(x.dtype)
+                # Summed in float32 (or wider) and rounded once: in bfloat16 the noise
+                # itself would be rounded first (spacing 0.125 above |x| = 16).
+                wide = torch.promote_types(x.dtype, torch.float32)
+                x = (x.to(wide) + noise.to(wide) * where.to(wide)).to(x.dtype)
             else:
                 fill = torch.zeros(()) if how == "zero" else values[layer].to(x.dtype)
                 x = torch.where(where, fill, x)

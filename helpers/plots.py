@@ -459,8 +459,8 @@ def ledger_forest(
     ax: Axes | None = None,
 ) -> Figure:
     """One row per claim: the estimate and its interval on a common scale, null at 0 and
-    the paper's effect at 1 (rows without a paper number: the interval's far end at ±1),
-    each coloured by its verdict.
+    the smallest effect of interest at ±1 (an equivalence row's margin at −1), each
+    coloured by its headline.
 
     Args:
         rows: ledger rows with ``source``, ``claim`` and ``verdict``.
@@ -480,12 +480,12 @@ def ledger_forest(
         if not np.isnan(mean):
             shown = float(np.clip(mean, -clip, clip))
             ax.scatter([shown], [i], s=60, color=colour, edgecolor="black", zorder=2)
+    ax.axvspan(-1, 1, color=PALETTE[7], alpha=0.15, label="within the smallest effect")
     ax.axvline(0, color="black", linewidth=0.8, linestyle="--", label="null")
-    ax.axvline(1, color=PALETTE[3], linewidth=0.8, linestyle=":", label="paper's effect")
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(-clip - 0.3, clip + 0.3)
-    ax.set_xlabel("effect, scaled: null = 0, paper = 1 (95% interval)")
+    ax.set_xlabel("effect in units of its smallest effect of interest (95% interval)")
     handles = [
         mpl.lines.Line2D([], [], marker="o", linestyle="", color=c, markeredgecolor="black")
         for c in colours.values()

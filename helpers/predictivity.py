@@ -210,6 +210,8 @@ class ProbeConfig:
         batch_size: examples per forward pass.
         on_test: score the test split too (Tab. 1 reports the top neuron there); a probe
             that only ranks neurons (e.g. the pooled baselines of Fig. 3) needs dev alone.
+        null_seed: mixed into the seed of each view's label permutations (with the task's
+            content and the view), so a replicate of the book draws other permutations.
     """
 
     baseline_size: int | None = 500
@@ -217,6 +219,7 @@ class ProbeConfig:
     permutations: int = 0
     batch_size: int = 32
     on_test: bool = True
+    null_seed: int = 0
 
 
 Views = dict[str, tuple[Tensor, Tensor]]  # view name -> (rows of the split, 0/1 labels)
@@ -281,7 +284,10 @@ def probe(
         common = (config.batch_size, caches, progress)
         base = activations.baselines(model, fit, fit_views, *common, config.pooling)
         dev_views = binary_views(task.dev, n_classes)
-        seeds = {view: stable_seed("null", task.spec.seed_name, view) for view in dev_views}
+        seeds = {
+            view: stable_seed("null", task.spec.seed_name, view, config.null_seed)
+            for view in dev_views
+        }
         dev = activations.threshold_accuracies(
             model, task.dev, dev_views, base, *common, config.permutations, seeds, config.pooling
         )

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-PROFILES = ("embedded", "ci", "paper")
+PROFILES = ("embedded", "ci", "paper", "replicate")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -202,6 +202,7 @@ RANGES: dict[str, Range] = {
     "split_seed": SEED,
     "control_seed": SEED,
     "robustness_seed": SEED,
+    "replicate": SEED,
     "max_text_tokens": COUNT,
     "prompt_length": COUNT,
     "learning_rate": POSITIVE,
@@ -258,6 +259,7 @@ RANGES: dict[str, Range] = {
     "stability_draws": COUNT,
     "diagnostic_count": COUNT,
     "redundancy_bar": Range(0, 1),
+    "learnt_margin": NON_NEGATIVE,
 }
 
 # Parameters that count trials chapter 01 trained: each may use at most ``trials``.

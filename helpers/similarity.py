@@ -9,6 +9,7 @@ Tab. 2: words aligned with the top skill neuron). The paper does not say how its
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -301,7 +302,7 @@ def label_word_robustness(
         train_config = replace(train_config, max_steps=max_steps)
     probe_config = ProbeConfig(**probes[0].meta["config"]["probe"])
     default_dev = 100 * float(np.mean([a.json("metrics")["dev_accuracy"] for a in trained]))
-    rows = []
+    rows, random_probes = [], []
     for seed in seeds:
         words = random_label_words(backbone, task.spec.n_classes, seed=seed)
         (run,) = prompt_trials.run_trials(
@@ -315,12 +316,14 @@ def label_word_robustness(
         )
         model = prompt_trials.load_prompt(run, backbone)
         (probe,) = probe_trials([model], [run], task, probe_config, store, caches)
+        random_probes.append(probe)
         metrics = run.json("metrics")
         for view in views(probe):
             ours = trial_predictivity(probes, view, mask)
             theirs = trial_predictivity([probe], view, mask)
             rows.append(
                 {
+                    "task": task.spec.name,
                     "label words": "/".join(words),
                     "seed": seed,
                     "view": view,
@@ -331,7 +334,34 @@ def label_word_robustness(
                     "ρ default vs default": float(layer_similarity(ours, ours, True).mean()),
                 }
             )
+    for view in views(random_probes[0]) if random_probes else []:
+        ours = trial_predictivity(probes, view, mask)
+        theirs = trial_predictivity(random_probes, view, mask)
+        rho, se = averaged_similarity(ours, theirs)
+        for row in rows:
+            if row["view"] == view:
+                row |= {"ρ averaged rankings": rho, "ρ averaged rankings se": se}
     return rows
+
+
+def averaged_similarity(
+    ours: Float[Tensor, "trial layer ffn"], theirs: Float[Tensor, "trial layer ffn"]
+) -> tuple[float, float]:
+    """Mean per-layer Spearman ρ between the trial-averaged rankings of two sets of
+    trials, and its jackknife standard error over the trials of ``theirs`` (NaN with
+    one): the paper's own §4.4 comparison (0.87), which averages before it ranks.
+
+    Paper: §4.4.
+    """
+
+    def rho(chosen: Float[Tensor, "trial layer ffn"]) -> float:
+        return float(layer_similarity(ours.mean(0)[None], chosen.mean(0)[None], False).mean())
+
+    k = theirs.shape[0]
+    if k < 2:
+        return rho(theirs), math.nan
+    left = np.array([rho(torch.cat([theirs[:i], theirs[i + 1 :]])) for i in range(k)])
+    return rho(theirs), float(np.sqrt((k - 1) / k * ((left - left.mean()) ** 2).sum()))
 
 
 def weight_selectivity(

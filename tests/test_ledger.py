@@ -115,20 +115,64 @@ def test_interval_is_student_t_over_units() -> None:
     assert ledger.units_to_decide(single) is None
 
 
+def _effect(mean: float, se: float, **kinds) -> ledger.Effect:
+    """A one-unit effect with a normal interval mean ± 1.96 se."""
+    return ledger.Effect({"a": mean}, 0.0, None, "points", {"a": se}, **kinds)
+
+
 @pytest.mark.parametrize(
-    ("values", "null", "paper_value", "expected"),
+    ("mean", "se", "kinds", "effect_class", "headline"),
     [
-        ([3.0, 4.0, 5.0], 0.0, 8.0, "holds"),  # above the null
-        ([-1.0, 0.0, 1.0], 0.0, 8.0, "fails"),  # an effect as large as the paper's is excluded
-        ([-20.0, 0.0, 30.0], 0.0, 8.0, "undecided"),  # wide: neither
-        ([-3.0, -2.9, -2.8], 0.0, None, "fails"),  # no paper number: wholly below the null
-        ([-3.0, 0.0, 2.0], 0.0, None, "undecided"),
-        ([-2.1, -2.0, -1.9], -3.0, -1.0, "holds"),  # an equivalence margin as the null
+        (5.0, 1.0, {"smallest": 1.0}, "present", "holds"),  # [3.04, 6.96]: above 0
+        (0.1, 0.2, {"smallest": 1.0}, "absent", "fails"),  # [-0.29, 0.49]: inside ±1
+        (0.6, 0.2, {"smallest": 1.0}, "absent", "fails"),  # above 0, yet inside ±1: absent
+        (-5.0, 1.0, {"smallest": 1.0}, "reversed", "fails"),  # below 0
+        (0.5, 1.0, {"smallest": 1.0}, "undecided", "undecided"),  # [-1.46, 2.46]
+        (0.6, 0.2, {"smallest": 0.0}, "present", "holds"),  # no smallest effect: present
+        # equivalence with margin 3: the interval's lower end against -3
+        (-1.0, 0.5, {"kind": "equivalence", "smallest": 3.0}, "equivalent", "holds"),
+        (-6.0, 0.5, {"kind": "equivalence", "smallest": 3.0}, "not equivalent", "fails"),
+        (-3.0, 0.5, {"kind": "equivalence", "smallest": 3.0}, "undecided", "undecided"),
     ],
 )
-def test_verdict_rule(values, null, paper_value, expected) -> None:
-    effect = ledger.Effect(dict(zip("abc", values, strict=True)), null, paper_value, "points")
-    assert ledger.verdict(effect) == expected
+def test_each_verdict_class_on_hand_made_effects(mean, se, kinds, effect_class, headline) -> None:
+    effect = _effect(mean, se, **kinds)
+    assert ledger.effect_class(effect) == effect_class
+    assert ledger.verdict(effect) == headline
+
+
+def test_a_headline_never_fails_only_because_the_size_differs_from_the_papers() -> None:
+    # present at a tenth of the paper's size: holds, and the size says "smaller"
+    effect = ledger.Effect({"a": 1.0}, 0.0, 10.0, "points", {"a": 0.1}, smallest=0.5)
+    sized = ledger.replace(effect, size=ledger.Size(0.1, 0.08, 0.12, 1.0, "share"))
+    assert ledger.verdict(sized) == "holds" and ledger.size_class(sized) == "smaller"
+    compatible = ledger.replace(effect, size=ledger.Size(1.0, 0.5, 1.5, 1.2, ""))
+    assert ledger.size_class(compatible) == "compatible"
+    larger = ledger.replace(effect, size=ledger.Size(3.0, 2.0, 4.0, 1.2, ""))
+    assert ledger.size_class(larger) == "larger"
+    assert ledger.size_class(effect) == "not comparable"  # no size at all
+    other = ledger.replace(effect, size=ledger.not_comparable("LoRA"))
+    assert ledger.size_class(other) == "not comparable"
+
+
+def test_knife_edge_rows_end_within_a_standard_error_of_a_threshold() -> None:
+    z = stats.norm.ppf(0.975)
+    # lower end 0.5 se above the null: a rerun could make it undecided
+    assert ledger.knife_edge(_effect(0.5 + z, 1.0, smallest=100.0))
+    assert not ledger.knife_edge(_effect(5.0 + z, 1.0, smallest=100.0))
+    # equivalence: only the margin counts
+    assert ledger.knife_edge(_effect(-3.0 + z + 0.9, 1.0, kind="equivalence", smallest=3.0))
+    assert not ledger.knife_edge(_effect(10.0, 1.0, kind="equivalence", smallest=3.0))
+
+
+def test_p_values_and_holms_step_down_known_answers() -> None:
+    assert ledger.p_value(_effect(1.96, 1.0)) == pytest.approx(0.025, abs=1e-4)
+    equivalence = _effect(-1.0, 1.0, kind="equivalence", smallest=3.0)  # 2 se above -3
+    assert ledger.p_value(equivalence) == pytest.approx(stats.norm.sf(2.0))
+    # m = 4 at 0.05: 0.01 <= 0.0125, 0.015 <= 0.0167, 0.03 > 0.025 stops; NaN never rejected
+    assert ledger.holm([0.03, 0.01, math.nan, 0.015, 0.04]) == [False, True, False, True, False]
+    assert ledger.holm([0.03, 0.01, math.nan, 0.02, 0.04]) == [False, True, False, False, False]
+    assert ledger.holm([0.01, 0.04]) == [True, True]  # 0.01 <= 0.025, then 0.04 <= 0.05
 
 
 def test_with_errors_the_units_are_fixed_and_the_interval_is_the_measurements() -> None:
@@ -140,17 +184,18 @@ def test_with_errors_the_units_are_fixed_and_the_interval_is_the_measurements() 
     # across the two tasks the same numbers decide nothing
     _, across_low, _ = effect.across_units()
     assert across_low < 0 < low
-    noisy = ledger.Effect({"a": 1.0, "b": 3.0}, 0.0, 5.0, "points", {"a": 3.0, "b": 4.0})
+    errors = {"a": 3.0, "b": 4.0}
+    noisy = ledger.Effect({"a": 1.0, "b": 3.0}, 0.0, 5.0, "points", errors, smallest=3.0)
     assert ledger.verdict(noisy) == "undecided"
     factor = ledger.examples_to_decide(noisy)
     _, low, high = noisy.interval()
-    # the first bar the shrinking interval clears: "below the paper's 5" (3 away; the null
-    # is 2 away)
-    assert factor == pytest.approx(((high - low) / 2 / 3.0) ** 2)
+    # the nearer decision for a narrower interval: "present" needs the half-width below
+    # 2 (the estimate's distance from the null), "absent" below 3 - 2 = 1
+    assert factor == pytest.approx(((high - low) / 2 / 2.0) ** 2)
     assert ledger.to_decide(noisy) == f"{factor:.1f}× the examples"
     # with that many more examples (errors shrink by its square root) the row is decided
     shrunk = {k: v / math.sqrt(factor * 1.01) for k, v in noisy.errors.items()}
-    assert ledger.verdict(ledger.Effect(noisy.units, 0.0, 5.0, "points", shrunk)) == "fails"
+    assert ledger.verdict(ledger.replace(noisy, errors=shrunk)) == "holds"
 
 
 def test_standard_errors_known_answers() -> None:
@@ -287,15 +332,16 @@ def test_chosen_pruned_model_is_paired_with_the_first_prompt_on_each_example() -
 
 
 def test_units_to_decide_shrinks_the_interval_past_the_nearer_bar() -> None:
-    values = [-4.0, 0.0, 4.0, 8.0]  # mean 2, null 0, paper 8: "below the paper" is nearer
-    effect = ledger.Effect(dict(zip("abcd", values, strict=True)), 0.0, 8.0, "points")
+    values = [-4.0, 0.0, 4.0, 8.0]  # mean 2, null 0, smallest 10: "absent" (8 away) is nearer
+    units = dict(zip("abcd", values, strict=True))
+    effect = ledger.Effect(units, 0.0, 8.0, "points", smallest=10.0)
     mean, low, high = effect.interval()
     assert ledger.verdict(effect) == "undecided"
     needed = ledger.units_to_decide(effect)
-    assert needed == math.ceil(4 * ((high - low) / 2 / (8.0 - mean)) ** 2)
-    # at that many units with the same spread, the interval falls below the paper's effect
+    assert needed == math.ceil(4 * ((high - low) / 2 / (10.0 - mean)) ** 2)
+    # at that many units with the same spread, the interval lies inside ±10: absent
     scale = np.std(values, ddof=1) / math.sqrt(needed)
-    assert mean + stats.t.ppf(0.975, needed - 1) * scale < 8.0
+    assert mean + stats.t.ppf(0.975, needed - 1) * scale < 10.0
 
 
 def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
@@ -304,7 +350,7 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     by_source = {(c.chapter, c.source): r for c, r in zip(ledger.CLAIMS, rows, strict=True)}
     tab1 = by_source[("02_neuron_discovery", "§4.1, Tab. 1")]
     assert tab1["estimate"] == pytest.approx((-1.0 - 20.0) / 2)  # soft-only: -1 and -20
-    assert tab1["null"] == -3.0
+    assert tab1["null"] == 0.0 and tab1["kind"] == "equivalence" and tab1["smallest"] == 3.0
     assert tab1["paper"] == pytest.approx(
         np.mean(
             [paper.TABLE1_NEURON[t][0] - paper.TABLE1_PROMPT[t][0] for t in paper.TABLE1_PROMPT]
@@ -317,7 +363,8 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     assert fig5["units"] == 4 and fig5["estimate"] == pytest.approx(0.3)  # same 0.3/0.4 vs 0.05
     assert fig5["verdict"] == "holds"
     words = by_source[("04_cross_task_similarity", "§4.4")]
-    assert words["estimate"] == pytest.approx(0.05) and words["null"] == -0.1
+    assert words["estimate"] == pytest.approx(0.05) and words["null"] == 0.0
+    assert words["kind"] == "equivalence" and words["smallest"] == 0.1
     speed = [r for r in rows if r["claim"] == "The pruned model is faster on a CPU."][0]
     assert speed["estimate"] == pytest.approx(1.8) and speed["verdict"] == "holds"
     kept = [r for r in rows if r["claim"].startswith("Pruning all but")][0]
@@ -326,9 +373,9 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     errors = [100 * math.sqrt((0.79 * 0.21 + 0.8 * 0.2) / 5000)]
     errors.append(100 * math.sqrt((0.86 * 0.14 + 0.9 * 0.1) / 5000))
     half = stats.norm.ppf(0.975) * math.sqrt(sum(e**2 for e in errors)) / 2
-    assert chosen["estimate"] == pytest.approx(-2.5) and chosen["null"] == -3.0
+    assert chosen["estimate"] == pytest.approx(-2.5) and chosen["null"] == 0.0
     assert (chosen["low"], chosen["high"]) == pytest.approx((-2.5 - half, -2.5 + half))
-    assert chosen["verdict"] == "undecided"  # -2.5 +- 0.9: neither above -3 nor below the paper
+    assert chosen["verdict"] == "undecided"  # -2.5 +- 0.9: neither above nor below -3
     criteria = by_source[("05_pruning", "not in the paper (§6.1)")]
     # magnitude rows only; each interval's half-width back to its standard error
     half = math.sqrt((2 / stats.norm.ppf(0.975)) ** 2 + (3 / stats.norm.ppf(0.975)) ** 2)
@@ -356,11 +403,13 @@ def test_transfer_row_ranks_source_prompts_where_the_chapter_has_them() -> None:
     assert effect.units == pytest.approx({"a": 0.3, "b": 0.2, "c": 0.3})
 
 
-def test_scaled_puts_the_null_at_zero_and_the_paper_at_one() -> None:
-    row = {"estimate": 4.0, "low": 2.0, "high": 6.0, "null": 0.0, "paper": 8.0}
+def test_scaled_puts_the_null_at_zero_and_the_smallest_effect_at_one() -> None:
+    row = {"estimate": 4.0, "low": 2.0, "high": 6.0, "null": 0.0, "smallest": 8.0}
     assert ledger.scaled(row) == pytest.approx((0.5, 0.25, 0.75))
-    no_paper = {"estimate": 1.0, "low": -1.0, "high": 3.0, "null": 0.0, "paper": None}
-    assert ledger.scaled(no_paper) == pytest.approx((1 / 3, -1 / 3, 1.0))
+    margin = {"estimate": -1.0, "low": -2.0, "high": 0.0, "null": 0.0, "smallest": 2.0}
+    assert ledger.scaled(margin)[1] == pytest.approx(-1.0)  # at the margin
+    none = {"estimate": 1.0, "low": -1.0, "high": 3.0, "null": 0.0, "smallest": 0.0}
+    assert ledger.scaled(none) == pytest.approx((1 / 3, -1 / 3, 1.0))
 
 
 def test_load_results_skips_missing_chapters_and_the_table_links(store) -> None:
@@ -446,3 +495,100 @@ def test_order_effect_pairs_an_order_with_the_random_draws_at_the_largest_share(
     assert ablation["estimate"] == pytest.approx(50.0) and ablation["verdict"] == "holds"
     # class-swapped, the set is right on every example: 1 - 0.75 = -25 points
     assert swap["estimate"] == pytest.approx(-25.0) and "class" in swap["claim"]
+
+
+def _eligibility_results() -> dict[str, dict]:
+    """Tasks a (learnt, neurons above the null), b (learnt, its top neuron at the null)
+    and c (dev at chance), 100 dev examples each, two classes."""
+    classes = {"negative": 50.0, "positive": 50.0}
+    dev = {"a": [80.0, 82.0], "b": [75.0, 77.0], "c": [52.0, 50.0]}
+    return {
+        "00_data_and_models": {
+            "splits": [
+                {"task": t, "split": s, "n": 100, **classes} for t in "abc" for s in ("dev", "test")
+            ]
+        },
+        "01_prompt_tuning": {
+            "trials": [
+                {"task": t, "seed": i, "dev_accuracy": a, "test_accuracy": a}
+                for t, accuracies in dev.items()
+                for i, a in enumerate(accuracies)
+            ],
+        },
+        "02_neuron_discovery": {
+            "null": {
+                "a": {"observed": 0.9, "null_max": 0.6},
+                "b": {"observed": 0.6, "null_max": 0.65},
+                "c": {"observed": 0.7, "null_max": 0.6},
+            },
+            "table1": [
+                {"task": t, "prompt tuning": 80.0, "top neuron": 78.0, "top soft neuron": 78.0}
+                for t in "abc"
+            ],
+            "table3": [],
+        },
+    }
+
+
+def test_a_chance_level_unit_is_left_out_and_listed() -> None:
+    results = _eligibility_results()
+    reasons = ledger.left_out(results)
+    # c: mean 51, se = sqrt(mean of p(1-p)/100 + var/2) with var of (.52, .50)
+    within = [ledger.binomial_error([a], 100) for a in (0.52, 0.50)]
+    low = 51.0 - stats.norm.ppf(0.975) * 100 * ledger.trial_error(within, [0.52, 0.50])
+    assert list(reasons["prompt"]) == ["c"] and f"{low:.1f}" in reasons["prompt"]["c"]
+    assert list(reasons["neurons"]) == ["c", "b"]  # b's top neuron is at the null
+    assert "null" in reasons["neurons"]["b"]
+    # a margin of 40 points leaves every task out of rows that need prompts
+    assert set(ledger.left_out(results, margin=40.0)["prompt"]) == {"a", "b", "c"}
+    rows = ledger.ledger_rows(results)
+    tab1 = [r for r in rows if r["source"] == "§4.1, Tab. 1"][0]
+    assert tab1["used"] == "a" and tab1["units"] == 1
+    assert "c: prompt not learnt" in tab1["left out"] and "b: top neuron" in tab1["left out"]
+    # its size: 1 + (78 - 80) / (80 - 50) for the unit kept
+    assert tab1["size"][0] == pytest.approx(1 - 2 / 30)
+    empty = ledger.ledger_rows(results, margin=40.0)
+    tab1 = [r for r in empty if r["source"] == "§4.1, Tab. 1"][0]
+    assert tab1["verdict"] == "undecided" and tab1["to decide"] == "no unit qualifies"
+
+
+def test_between_trial_spread_widens_a_sweeps_interval_as_by_hand() -> None:
+    rows = []
+    for trial, (own, random) in enumerate((("0011", "0111"), ("0111", "0111"))):
+        rows += [
+            {**_sweep_row("a", "a", 0, 0.2, own), "trial": trial},
+            {**_sweep_row("a", "random", 0, 0.2, random), "trial": trial},
+        ]
+    effect = ledger._fig4({"03_perturbation": {"sweeps": rows}})
+    # trial 0: differences 0,1,0,0 (mean .25, paired se sqrt(.25/4)); trial 1: all 0
+    within = [math.sqrt(0.25 / 4), 0.0]
+    expected = 100 * math.sqrt(np.mean(np.square(within)) + np.var([0.25, 0.0], ddof=1) / 2)
+    assert effect.units == pytest.approx({"a": 12.5})
+    assert effect.errors == pytest.approx({"a": expected})
+    one_trial = ledger._fig4({"03_perturbation": {"sweeps": rows[:2]}})
+    assert one_trial.errors["a"] < effect.errors["a"] * 2  # the spread term is what grew
+
+
+def test_extra_damage_is_a_share_of_the_random_orders_damage() -> None:
+    rows = [
+        _sweep_row("a", "a", 0, 0.0, "1111"),
+        _sweep_row("a", "random", 0, 0.0, "1111"),
+        _sweep_row("a", "a", 0, 0.2, "0001"),  # own: 25%
+        _sweep_row("a", "random", 0, 0.2, "0011"),  # random: 50%, a damage of 50 points
+    ]
+    assert ledger.random_damage(rows) == pytest.approx({"a": 50.0})
+    results = {"03_perturbation": {"sweeps": rows}}
+    effect = ledger._fig4(results)
+    size = ledger._fig4_size(results, effect)
+    assert size.estimate == pytest.approx(25.0 / 50.0)
+    pairs = paper.FIG4_AT_17
+    damage = np.mean([paper.TABLE1_PROMPT[t][0] - r for t, (_, r) in pairs.items()])
+    assert size.paper == pytest.approx(np.mean([r - o for o, r in pairs.values()]) / damage)
+
+
+def test_a_replicate_with_another_headline_marks_the_row_unstable() -> None:
+    base = {"verdict": "holds", "knife-edge": False}
+    rows = [base, base, {**base, "knife-edge": True}, {**base, "verdict": "not run"}]
+    replicate = [base, {**base, "verdict": "undecided"}, base, base]
+    assert ledger.stability(rows, replicate) == ["stable", "unstable", "knife-edge", "not run"]
+    assert ledger.stability(rows) == ["one run", "one run", "knife-edge", "not run"]

@@ -575,3 +575,22 @@ def test_swapping_a_planted_causal_neuron_turns_every_prediction_over() -> None:
     assert accuracy[("planted", 0.0)] == 1.0 and accuracy[("planted", 0.5)] == 0.0
     assert all(r["margin"] > 0 for r in rows if r["fraction"] == 0.0)
     assert [r["margin"] < 0 for r in rows if r["order"] == "planted"] == [False, True]
+
+
+def test_noise_is_added_in_float32_and_rounded_once_on_a_bfloat16_backbone() -> None:
+    from helpers.data import stable_seed
+
+    tiny = models.tiny_backbone("llama")
+    tiny.model.to(torch.bfloat16)
+    ids, chosen = _ids(tiny), _chosen(tiny)
+    with engine.record_neurons(tiny, layers=[0]) as clean:
+        tiny.model(input_ids=ids)
+    with (
+        perturbation.perturbed(tiny, chosen, "gaussian", sigma=0.1, seed=3),
+        engine.record_neurons(tiny, layers=[0]) as noisy,
+    ):
+        tiny.model(input_ids=ids)
+    generator = torch.Generator().manual_seed(stable_seed("noise", 3, 0))
+    noise = torch.randn(ids.shape[0], 1, tiny.ffn_width, generator=generator) * 0.1
+    expected = clean[0].float() + noise * chosen[0]  # the clean values are bfloat16's
+    torch.testing.assert_close(noisy[0], expected.to(torch.bfloat16).float(), rtol=0, atol=0)

@@ -147,6 +147,19 @@ def test_probe_stores_statistics_per_binary_view(three_classes: bool, store) -> 
     torch.testing.assert_close(
         dev_only.tensors()[f"{expected[0]}/dev"], tensors[f"{expected[0]}/dev"]
     )
+    # a replicate's null seed draws other permutations of the same labels: another null,
+    # the same real statistics
+    shifted = predictivity.probe(
+        prompting.SoftPromptModel(tiny, config, seed=0),
+        task,
+        predictivity.ProbeConfig(baseline_size=20, permutations=4, batch_size=8, null_seed=1),
+        store,
+        {"seed": 0},
+    )
+    assert shifted.key != runs[0].key
+    view = expected[0]
+    assert not torch.equal(shifted.tensors()[f"{view}/null_top"], tensors[f"{view}/null_top"])
+    torch.testing.assert_close(shifted.tensors()[f"{view}/dev"], tensors[f"{view}/dev"])
 
 
 def test_top_neuron_is_oriented_on_dev() -> None:

@@ -82,7 +82,7 @@ def test_code_cells_are_short_and_setup_opens_a_workspace(notebook: Path) -> Non
         pytest.fail("load chapter 01's prompts through helpers.workspace.Workspace")
 
 
-@pytest.mark.parametrize("profile", ["ci", "paper"])
+@pytest.mark.parametrize("profile", ["ci", "paper", "replicate"])
 def test_profile_keys_are_declared_by_the_notebooks(profile: str) -> None:
     runner.check_profile(profile)
     assert runner.load_profile(profile)
@@ -487,3 +487,28 @@ def test_the_readme_profile_of_your_own_runs_the_whole_book(tmp_path: Path) -> N
     own = {p.name: p for p in map(Path, _own_files(tmp_path))}
     tasks = [str(own[t]) if t in files else t for t in tasks]
     _run_tiny_book(tmp_path, {"backbone": str(tmp_path / "model"), "tasks": tasks})
+
+
+def test_the_replicate_shifts_every_seed_of_the_book_and_keeps_the_splits() -> None:
+    from helpers import data
+
+    overrides = runner.load_profile("replicate")
+    shift = data.seed_shift(overrides["replicate"])
+    assert shift > 0 and "split_seed" not in overrides  # the same examples
+    declared = {nb.stem: runner.declared_parameters(nb) for nb in runner.notebooks()}
+    # every chapter that trains, draws or resamples takes the replicate
+    drawing = [
+        name for name, found in declared.items() if name[:2] in {"01", "02", "03", "04", "05", "07"}
+    ]
+    assert all("replicate" in declared[name] for name in drawing)
+    # the book's own seeds all lie below the shift, so no replicate seed is one of them
+    defaults = {k: v for found in declared.values() for k, v in found.items()}
+    trials = int(defaults["trials"]["default"])
+    book = [*range(trials), int(defaults["control_seed"]["default"])]
+    first = int(defaults["robustness_seed"]["default"])
+    book += range(first, first + int(defaults["robustness_choices"]["default"]))
+    assert max(book) < shift
+    assert {s + shift for s in book}.isdisjoint(book)
+    assert data.seed_shift(0) == 0
+    with pytest.raises(data.ReplicateError, match="got -1"):
+        data.seed_shift(-1)

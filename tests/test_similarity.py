@@ -262,3 +262,24 @@ def test_task_similarity_averages_views_and_follows_the_tasks_order() -> None:
     assert torch.allclose(out, torch.tensor([[0.6, 0.3], [0.3, 1.0]]))
     with pytest.raises(similarity.SimilarityError, match=r"no similarity for tasks \['c'\]"):
         similarity.task_similarity(matrix, names, ["a", "c"])
+
+
+def test_averaged_similarity_ranks_the_trial_means_and_jackknifes_over_trials() -> None:
+    generator = torch.Generator().manual_seed(0)
+    ours = torch.rand(3, 2, 50, generator=generator)
+    # three copies of one ranking: the mean is that ranking, every leave-one-out too
+    same = ours.mean(0, keepdim=True).expand(3, -1, -1)
+    rho, se = similarity.averaged_similarity(ours, same)
+    assert rho == pytest.approx(1.0) and se == pytest.approx(0.0, abs=1e-9)
+    reversed_ = -ours
+    assert similarity.averaged_similarity(ours, reversed_)[0] == pytest.approx(-1.0)
+    # one trial: no jackknife
+    assert math.isnan(similarity.averaged_similarity(ours, ours[:1])[1])
+    # by hand: the leave-one-out values' spread, times (k - 1) / k
+    theirs = torch.rand(3, 2, 50, generator=generator)
+    left = [
+        similarity.averaged_similarity(ours, theirs[[j for j in range(3) if j != i]])[0]
+        for i in range(3)
+    ]
+    expected = math.sqrt(2 / 3 * sum((v - sum(left) / 3) ** 2 for v in left))
+    assert similarity.averaged_similarity(ours, theirs)[1] == pytest.approx(expected)
