@@ -528,10 +528,12 @@ def at_largest(sweeps: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
 def with_predictivity(
     sweeps: pd.DataFrame, other: Sequence[Mapping[str, object]], name: str = "predictivity"
 ) -> pd.DataFrame:
-    """Trial 0's own-order and random rows of ``sweeps``, the own order renamed ``name``,
-    stacked with the rows of another ranking's sweep (App. H, Fig. 15)."""
+    """The own-order and random rows of ``sweeps`` for the trials another ranking was
+    swept in (``other``'s ``trial``), the own order renamed ``name``, stacked with that
+    ranking's rows (App. H, Fig. 15)."""
     own_or_random = (sweeps["order"] == sweeps["task"]) | (sweeps["order"] == "random")
-    kept = sweeps[(sweeps["trial"] == 0) & own_or_random]
+    trials = {row["trial"] for row in other}
+    kept = sweeps[sweeps["trial"].isin(trials) & own_or_random]
     renamed = kept.assign(order=kept["order"].where(kept["order"] == "random", name))
     return pd.concat([renamed, pd.DataFrame(list(other))])
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -41,8 +42,10 @@ from torch import Tensor
 from helpers import engine, predictivity
 from helpers.activations import AccuracyAccumulator, NeuronError
 from helpers.checks import check_choice
+from helpers.data import TaskData
 from helpers.engine import TextCaches
 from helpers.prompting import SoftPromptModel
+from helpers.store import Artefact
 
 Score = Literal["auroc", "l1_probe", "confidence", "attribution"]
 SCORES: tuple[Score, ...] = ("auroc", "l1_probe", "confidence", "attribution")
@@ -510,6 +513,36 @@ def digest(scored: Mapping[str, Sequence[Float[Tensor, "layer ffn"]]]) -> str:
         for value in values:
             hasher.update(value.float().contiguous().numpy().tobytes())
     return hasher.hexdigest()[:16]
+
+
+def own_predictivity(
+    probe: Artefact, views: Sequence[str], mask: Bool[Tensor, " prompt"] | None = None
+) -> dict[str, list[Float[Tensor, "layer ffn"]]]:
+    """One prompt's predictivity per view (chapter 02's score of that prompt alone), as the
+    ``ranked`` of `sweep_inputs`."""
+    return {PREDICTIVITY: [predictivity.dev_predictivity([probe], view, mask) for view in views]}
+
+
+def sweep_inputs(
+    prompt: SoftPromptModel,
+    prompt_key: str,
+    probe: Artefact,
+    task: TaskData,
+    fit: Dataset,
+    ranked: Mapping[str, Sequence[Float[Tensor, "layer ffn"]]],
+) -> dict[str, object]:
+    """The arguments of `perturbation.SweepPlan.run` for a causal test on ``task``'s test
+    split: each score's top sets (`predictivity.select_views`), the random sets matched
+    to predictivity's, keyed by the prompt, its probe and the scores' values."""
+    return {
+        "model": prompt,
+        "split": task.test,
+        "own": PREDICTIVITY,
+        "fit": fit,
+        "orders": {s: partial(predictivity.select_views, v) for s, v in ranked.items()},
+        "identity": {"prompt": prompt_key, "probe": probe.key, "scores": digest(ranked)},
+        "upstream": [prompt_key, probe.key, task.key],
+    }
 
 
 def standing(

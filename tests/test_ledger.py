@@ -264,6 +264,12 @@ def test_selectivity_row_pairs_the_two_orders_at_the_largest_fraction() -> None:
     assert effect.paper == pytest.approx(np.mean([r - o for o, r in paper.FIG4_AT_17.values()]))
     with pytest.raises(ledger.LedgerError, match="b: the predictivity order"):
         ledger._fig15({"03_perturbation": {**found, "sweeps": sweeps[:3]}})
+    # swept in a second trial of a, where the two orders tie: the trials' spread is added
+    second = {**_sweep_row("a", "selectivity index", 0, 0.2, "0000"), "trial": 1}
+    both = ledger._fig15({"03_perturbation": {**found, "selectivity_sweeps": [*chosen, second]}})
+    assert both.units["a"] == pytest.approx(12.5)  # (25 + 0) / 2
+    within = [ledger.paired_error(np.array([0.0, 1.0, 0.0, 0.0])), 0.0]
+    assert both.errors["a"] == pytest.approx(100 * ledger.trial_error(within, [0.25, 0.0]))
 
 
 def test_fig6_errors_resample_the_examples_of_every_order_together() -> None:
@@ -566,6 +572,9 @@ def test_between_trial_spread_widens_a_sweeps_interval_as_by_hand() -> None:
     assert effect.units == pytest.approx({"a": 12.5})
     assert effect.errors == pytest.approx({"a": expected})
     one_trial = ledger._fig4({"03_perturbation": {"sweeps": rows[:2]}})
+    # random rows of a trial whose own order was not swept (chapter 07's other scores)
+    # are not compared with it
+    assert ledger.order_effect([*rows[:2], rows[3]], "a").units == one_trial.units
     assert one_trial.errors["a"] < effect.errors["a"] * 2  # the spread term is what grew
 
 

@@ -464,6 +464,9 @@ def test_with_predictivity_renames_the_own_order_and_stacks_the_other_ranking() 
     stacked = perturbation.with_predictivity(sweeps, other)
     assert stacked["order"].tolist() == ["predictivity", "random", "selectivity index"]
     assert stacked["accuracy"].tolist() == [0.5, 0.7, 0.8]
+    # a ranking swept in both trials keeps both trials' own order
+    both = perturbation.with_predictivity(sweeps, [*other, {**other[0], "trial": 1}])
+    assert both["accuracy"].tolist() == [0.5, 0.7, 0.4, 0.8, 0.8]
 
 
 # ----------------------------------------------------------------------------------

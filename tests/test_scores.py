@@ -131,6 +131,19 @@ def test_scores_of_a_prompt_agree_with_its_probe_and_its_predictions(store) -> N
     assert list(found) == ["auroc", "l1_probe", "confidence"]  # no gradients: no attribution
     assert all(len(v) == 2 for v in found.values())
     assert found["auroc"][0].shape == (tiny.n_layers, tiny.ffn_width)
+    # the predictivity a causal test ranks by is the probe's own, per view
+    own = scores.own_predictivity(probe, list(views), mask)
+    assert list(own) == [scores.PREDICTIVITY] and len(own[scores.PREDICTIVITY]) == 2
+    torch.testing.assert_close(
+        own[scores.PREDICTIVITY][1], predictivity.dev_predictivity([probe], "neu", mask)
+    )
+    inputs = scores.sweep_inputs(model, "prompt-key", probe, task, task.train, {**own, **found})
+    assert inputs["own"] == scores.PREDICTIVITY and inputs["split"] is task.test
+    assert set(inputs["orders"]) == {scores.PREDICTIVITY, "auroc", "l1_probe", "confidence"}
+    assert inputs["identity"]["scores"] == scores.digest({**own, **found})
+    assert inputs["upstream"] == ["prompt-key", probe.key, task.key]
+    chosen = inputs["orders"][scores.PREDICTIVITY](0.5)
+    assert chosen.shape == (tiny.n_layers, tiny.ffn_width) and chosen.any()
 
 
 def test_redundancy_finds_a_copy_outside_the_set_and_none_for_a_unique_neuron() -> None:
