@@ -438,7 +438,9 @@ def task_of(unit: str) -> str:
     return unit.split(":")[0].strip()
 
 
-def left_out(results: Results, *, margin: float = LEARNT_MARGIN) -> dict[str, dict[str, str]]:
+def left_out(
+    results: Results, *, learnt_margin: float = LEARNT_MARGIN
+) -> dict[str, dict[str, str]]:
     """Which tasks may enter the rows, decided from dev and the permutation null only.
 
     A task's prompts learnt it if the lower end of the 95% interval of their mean dev
@@ -467,10 +469,10 @@ def left_out(results: Results, *, margin: float = LEARNT_MARGIN) -> dict[str, di
         within = [binomial_error([a], n) for a in accuracy]
         se = 100 * trial_error(within, accuracy)
         low = 100 * _mean(accuracy) - stats.norm.ppf((1 + LEVEL) / 2) * se
-        if low < chance[task] + margin:
+        if low < chance[task] + learnt_margin:
             prompt[task] = (
                 f"prompt not learnt: dev {100 * _mean(accuracy):.1f}% (95% lower end "
-                f"{low:.1f}) against chance {chance[task]:.1f} + {margin:g}"
+                f"{low:.1f}) against chance {chance[task]:.1f} + {learnt_margin:g}"
             )
     neurons = dict(prompt)
     null = results.get("02_neuron_discovery", {}).get("null", {})
@@ -1141,7 +1143,7 @@ def _judged(claim: Claim, results: Results, reasons: Mapping[str, Mapping[str, s
 
 
 def ledger_rows(
-    results: Results, claims: tuple[Claim, ...] = CLAIMS, *, margin: float = LEARNT_MARGIN
+    results: Results, claims: tuple[Claim, ...] = CLAIMS, *, learnt_margin: float = LEARNT_MARGIN
 ) -> list[dict[str, Any]]:
     """One row per claim: the units used and left out, the estimate and its interval,
     the null and smallest effect of interest, the effect class and headline, the size
@@ -1150,7 +1152,7 @@ def ledger_rows(
     A claim whose chapter has no results (not run yet) gets the verdict ``not run``; one
     whose units are all left out is ``undecided``, and says so.
     """
-    reasons = left_out(results, margin=margin)
+    reasons = left_out(results, learnt_margin=learnt_margin)
     rows = []
     for claim in claims:
         row: dict[str, Any] = {"source": claim.source, "claim": claim.claim}
@@ -1188,6 +1190,7 @@ def ledger_rows(
                 if judged == UNDECIDED
                 else "",
                 "per unit": "; ".join(f"{k} {v:.2f}" for k, v in effect.units.items()),
+                "per type": by_type(effect, results),
                 "rule": rule_text(effect),
             }
         else:
@@ -1210,12 +1213,25 @@ def ledger_rows(
                 "knife-edge": False,
                 "to decide": "",
                 "per unit": "",
+                "per type": "",
                 "rule": "",
             }
         rows.append(
             row | {"effect": claim.effect, "null means": claim.rule, "where": _where(claim)}
         )
     return rows
+
+
+def by_type(effect: Effect, results: Results) -> str:
+    """The effect's mean over the units of each task type (chapter 04's types), in words:
+    the paper's effects differ by type, so a row's mean can hide a type that goes the
+    other way. Empty where the types are unknown."""
+    types = results.get("04_cross_task_similarity", {}).get("types", {})
+    groups: dict[str, list[float]] = {}
+    for unit, value in effect.units.items():
+        if task_of(unit) in types:
+            groups.setdefault(types[task_of(unit)], []).append(value)
+    return "; ".join(f"{t} {_mean(v):.2f} ({len(v)})" for t, v in groups.items())
 
 
 def _where(claim: Claim) -> str:
@@ -1265,7 +1281,7 @@ def same_examples(results: Results, other: Results) -> bool:
 
 
 def replicate_rows(
-    results: Results, folder: str | Path, *, margin: float = LEARNT_MARGIN
+    results: Results, folder: str | Path, *, learnt_margin: float = LEARNT_MARGIN
 ) -> list[dict[str, Any]] | None:
     """The ledger of the run whose store is ``folder`` (the replicate), or None where it
     has not been built or did not use this run's backbone and examples (another
@@ -1273,7 +1289,9 @@ def replicate_rows(
     if not str(folder) or not Path(folder).is_dir():
         return None
     other = load_results(ArtefactStore(folder))
-    return ledger_rows(other, margin=margin) if same_examples(results, other) else None
+    if not same_examples(results, other):
+        return None
+    return ledger_rows(other, learnt_margin=learnt_margin)
 
 
 def precision(results: Results) -> dict[str, str]:
@@ -1340,7 +1358,7 @@ def table(rows: list[dict[str, Any]], stable: Sequence[str] | None = None) -> pd
     columns = ["source", "claim", "verdict", "effect class", "this book"]
     columns += ["null ± smallest effect", "size against the paper", "stability", "units"]
     details = ["used", "left out", "to decide", "rule", "interval over", "across units"]
-    return frame[[*columns, *details, "effect", "per unit", "size scale", "where"]]
+    return frame[[*columns, *details, "effect", "per unit", "per type", "size scale", "where"]]
 
 
 def styled(rows: list[dict[str, Any]], stable: Sequence[str] | None = None) -> Styler:

@@ -368,6 +368,8 @@ def test_rows_follow_the_rule_and_missing_chapters_are_not_run() -> None:
     fig5 = by_source[("04_cross_task_similarity", "§4.3, Fig. 5")]
     assert fig5["units"] == 4 and fig5["estimate"] == pytest.approx(0.3)  # same 0.3/0.4 vs 0.05
     assert fig5["verdict"] == "holds"
+    # per type: a and b are sentiment (0.3 - 0.05), c and d topic (0.4 - 0.05)
+    assert fig5["per type"] == "sentiment 0.25 (2); topic 0.35 (2)"
     words = by_source[("04_cross_task_similarity", "§4.4")]
     assert words["estimate"] == pytest.approx(0.05) and words["null"] == 0.0
     assert words["kind"] == "equivalence" and words["smallest"] == 0.1
@@ -546,14 +548,14 @@ def test_a_chance_level_unit_is_left_out_and_listed() -> None:
     assert list(reasons["neurons"]) == ["c", "b"]  # b's top neuron is at the null
     assert "null" in reasons["neurons"]["b"]
     # a margin of 40 points leaves every task out of rows that need prompts
-    assert set(ledger.left_out(results, margin=40.0)["prompt"]) == {"a", "b", "c"}
+    assert set(ledger.left_out(results, learnt_margin=40.0)["prompt"]) == {"a", "b", "c"}
     rows = ledger.ledger_rows(results)
     tab1 = [r for r in rows if r["source"] == "§4.1, Tab. 1"][0]
     assert tab1["used"] == "a" and tab1["units"] == 1
     assert "c: prompt not learnt" in tab1["left out"] and "b: top neuron" in tab1["left out"]
     # its size: 1 + (78 - 80) / (80 - 50) for the unit kept
     assert tab1["size"][0] == pytest.approx(1 - 2 / 30)
-    empty = ledger.ledger_rows(results, margin=40.0)
+    empty = ledger.ledger_rows(results, learnt_margin=40.0)
     tab1 = [r for r in empty if r["source"] == "§4.1, Tab. 1"][0]
     assert tab1["verdict"] == "undecided" and tab1["to decide"] == "no unit qualifies"
 
