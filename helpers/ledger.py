@@ -445,7 +445,9 @@ def left_out(
 
     A task's prompts learnt it if the lower end of the 95% interval of their mean dev
     accuracy (each trial's binomial error on its dev examples, plus the spread between
-    trials: `trial_error`) lies at least ``margin`` points above chance. Its skill
+    trials: `trial_error`) lies at least ``learnt_margin`` points above chance (the dev
+    accuracy each trial reports is its best evaluation's, so a little optimistic: the
+    margin absorbs that). Its skill
     neurons are worth studying if, besides, the top neuron of every binary (sub)task of
     the first trial beats the largest of chapter 02's label-permutation maxima.
 
