@@ -379,7 +379,8 @@ class Claim:
         source: where the paper makes it (section, table or figure).
         claim: the claim in a sentence.
         effect: what is measured per unit, in words.
-        rule: what the null is, in words (the verdict rule is the module's, for all rows).
+        rule: what the null and the margin mean, in words; their numbers are the
+            effect's own (`rule_text`), so they are stated in one place.
         chapter: the notebook whose results decide it (its results file's name).
         anchor: the section of that chapter's page holding the computing cell.
         measure: results -> the effect (every unit the chapter measured).
@@ -945,7 +946,7 @@ CLAIMS: tuple[Claim, ...] = (
         "A single skill neuron classifies about as well as the whole prompt-tuned model.",
         "top soft-position neuron's test accuracy minus the prompt's, per task (the neuron "
         "read at soft vectors only, never the prediction position)",
-        "equivalence: at most 3 points worse than the prompt (the margin of 'about as well')",
+        "equivalence: not much worse than the prompt (the margin of 'about as well')",
         "02_neuron_discovery",
         "the-top-neuron-against-the-whole-prompt-tab-1",
         _tab1,
@@ -956,7 +957,7 @@ CLAIMS: tuple[Claim, ...] = (
         "§5, Tab. 3",
         "Untuned random prompts already have skill neurons; a random backbone has none.",
         "top-neuron accuracy with a random prompt minus with a random backbone, per task",
-        "null: no difference; smallest effect of interest 3 points",
+        "null: no difference",
         "02_neuron_discovery",
         "without-prompt-tuning-tab-3",
         _tab3,
@@ -967,7 +968,7 @@ CLAIMS: tuple[Claim, ...] = (
         "§4.2, Fig. 4",
         "Perturbing neurons in the task's predictivity order hurts more than random neurons.",
         "accuracy in random order minus in the task's own order at the largest fraction, per task",
-        "null: no difference; smallest effect of interest 1 point",
+        "null: no difference",
         "03_perturbation",
         "perturbing-in-predictivity-order-and-at-random",
         _fig4,
@@ -979,7 +980,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Skill neurons are task-specific: a task's own order matters most for it.",
         "z-scored importance of the task's own order minus the mean of the other tasks' "
         "orders, per evaluated task",
-        "null: no difference; smallest effect of interest 0.25 z",
+        "null: no difference",
         "03_perturbation",
         "neuronal-importance",
         _fig6,
@@ -991,7 +992,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Ranking by the selectivity index is no better than random; predictivity is better.",
         "accuracy in the selectivity-index order minus in the predictivity order at the "
         "largest fraction, per task (mean over the trials swept)",
-        "null: no difference; smallest effect of interest 1 point (the paper's selectivity "
+        "null: no difference (the paper's selectivity "
         "curves lie on its random ones, so its size is Fig. 4's)",
         "03_perturbation",
         "selectivity-index-instead-of-predictivity",
@@ -1004,7 +1005,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Models tuned by other methods depend on the prompt-tuning skill neurons.",
         "accuracy in random order minus in the prompt-tuning skill-neuron order at the "
         "largest fraction, per method and task",
-        "null: no difference; smallest effect of interest 1 point",
+        "null: no difference",
         "03_perturbation",
         "other-tuning-methods",
         _fig7,
@@ -1016,7 +1017,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Tasks of one type rank neurons alike; tasks of different types do not.",
         "mean ρ with other tasks of the same type minus with tasks of other types, per "
         "task that has a same-type partner",
-        "null: no difference; smallest effect of interest 0.05 ρ",
+        "null: no difference",
         "04_cross_task_similarity",
         "similarity-of-neuron-rankings",
         _fig5,
@@ -1028,7 +1029,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Skill neurons do not depend on the label words.",
         "ρ of random-word rankings with the default words' minus ρ among the default "
         "words' trials, per random-word choice",
-        "equivalence: at most 0.1 lower (the margin of 'do not depend')",
+        "equivalence: not much lower (the margin of 'do not depend')",
         "04_cross_task_similarity",
         "robustness-to-label-words",
         _label_words,
@@ -1039,7 +1040,7 @@ CLAIMS: tuple[Claim, ...] = (
         "§6.1, Tab. 4",
         "Pruning all but the skill neurons keeps accuracy after prompt retraining.",
         "test accuracy of the pruned model after prompt retraining minus prompt tuning's, per task",
-        "equivalence: at most 3 points lower (the margin of 'keeps accuracy')",
+        "equivalence: not much lower (the margin of 'keeps accuracy')",
         "05_pruning",
         "accuracy-before-and-after-pruning-tab-4",
         _tab4_accuracy,
@@ -1050,7 +1051,7 @@ CLAIMS: tuple[Claim, ...] = (
         "§6.1, Tab. 4",
         "The pruned model is faster on a CPU.",
         "measured speed-up of each task's pruned model (chapter 05's Tab. 4 batch shape)",
-        "null: 1× (no speed-up); smallest effect of interest 0.05×",
+        "null: 1× (no speed-up)",
         "05_pruning",
         "speed",
         _tab4_speed,
@@ -1062,7 +1063,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Skill neurons alone keep accuracy at a pruned size chosen on dev, after recovery.",
         "test accuracy of the pruned model chosen on dev, after its recovery chosen on dev "
         "(the prompt retrained, or a LoRA), minus the unpruned prompt's, per search task",
-        "equivalence: at most 3 points lower (the margin of 'keeps accuracy')",
+        "equivalence: not much lower (the margin of 'keeps accuracy')",
         "05_pruning",
         "a-pruned-model-chosen-on-dev",
         _chosen_accuracy,
@@ -1075,7 +1076,7 @@ CLAIMS: tuple[Claim, ...] = (
         "magnitude.",
         "test accuracy with the skill neurons kept minus with the magnitude criterion's "
         "(fold only, at the chosen point's layers and size), per search task",
-        "null: no difference; smallest effect of interest 1 point",
+        "null: no difference",
         "05_pruning",
         "skill-neurons-against-other-criteria-at-equal-size",
         _criteria,
@@ -1088,7 +1089,7 @@ CLAIMS: tuple[Claim, ...] = (
         "scale-matched random neurons to theirs.",
         "test accuracy with random neurons mean-ablated minus with the top predictivity "
         "neurons mean-ablated (the largest share, at the scored positions), per scored task",
-        "null: no difference; smallest effect of interest 1 point",
+        "null: no difference",
         "07_beyond_the_paper",
         "causal-tests-mean-ablation",
         _ablation,
@@ -1101,7 +1102,7 @@ CLAIMS: tuple[Claim, ...] = (
         "doing so to scale-matched random neurons.",
         "test accuracy with random neurons class-swapped minus with the top predictivity "
         "neurons class-swapped (the largest share, at the scored positions), per scored task",
-        "null: no difference; smallest effect of interest 1 point",
+        "null: no difference",
         "07_beyond_the_paper",
         "causal-tests-class-swap-patching",
         _swap,
@@ -1113,7 +1114,7 @@ CLAIMS: tuple[Claim, ...] = (
         "Overlap of activated skill neurons predicts prompt transfer better than ON.",
         "Spearman ρ of skill-neuron ON with transfer minus ρ of ON, per target task, over "
         "the prompts of the other tasks (every trial a source)",
-        "null: no difference; smallest effect of interest 0.1 ρ",
+        "null: no difference",
         "06_transferability",
         "which-indicator-predicts-transfer",
         _transfer,

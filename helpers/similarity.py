@@ -302,6 +302,8 @@ def label_word_robustness(
         train_config = replace(train_config, max_steps=max_steps)
     probe_config = ProbeConfig(**probes[0].meta["config"]["probe"])
     default_dev = 100 * float(np.mean([a.json("metrics")["dev_accuracy"] for a in trained]))
+    ours = {view: trial_predictivity(probes, view, mask) for view in views(probes[0])}
+    agreement = {v: float(layer_similarity(o, o, True).mean()) for v, o in ours.items()}
     rows, random_probes = [], []
     for seed in seeds:
         words = random_label_words(backbone, task.spec.n_classes, seed=seed)
@@ -319,7 +321,6 @@ def label_word_robustness(
         random_probes.append(probe)
         metrics = run.json("metrics")
         for view in views(probe):
-            ours = trial_predictivity(probes, view, mask)
             theirs = trial_predictivity([probe], view, mask)
             rows.append(
                 {
@@ -330,14 +331,15 @@ def label_word_robustness(
                     "dev accuracy": 100 * metrics["dev_accuracy"],
                     "test accuracy": 100 * metrics["test_accuracy"],
                     "default dev accuracy": default_dev,
-                    "ρ with default words": float(layer_similarity(theirs, ours, False).mean()),
-                    "ρ default vs default": float(layer_similarity(ours, ours, True).mean()),
+                    "ρ with default words": float(
+                        layer_similarity(theirs, ours[view], False).mean()
+                    ),
+                    "ρ default vs default": agreement[view],
                 }
             )
     for view in views(random_probes[0]) if random_probes else []:
-        ours = trial_predictivity(probes, view, mask)
         theirs = trial_predictivity(random_probes, view, mask)
-        rho, se = averaged_similarity(ours, theirs)
+        rho, se = averaged_similarity(ours[view], theirs)
         for row in rows:
             if row["view"] == view:
                 row |= {"ρ averaged rankings": rho, "ρ averaged rankings se": se}
